@@ -1,0 +1,151 @@
+"""The ``bayespref`` command line: ``train``, ``evaluate``, ``score``.
+
+Each subcommand is a thin layer over the Python API; configs are YAML files plus
+``key=value`` overrides (``bayespref train --config configs/synthetic.yaml loss.name=jsd``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+logger = logging.getLogger("bayespref")
+
+
+def _parse_options(items: list[str] | None) -> dict:
+    import yaml
+
+    options = {}
+    for item in items or []:
+        if "=" not in item:
+            raise SystemExit(f"--option {item!r} is not key=value")
+        key, value = item.split("=", 1)
+        options[key] = yaml.safe_load(value)
+    return options
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from . import metrics
+    from .config import load_config
+    from .train import train
+
+    config = load_config(args.config, args.overrides)
+    result = train(config, resume=args.resume)
+    if result.best_metrics:
+        print(f"\nbest checkpoint (by {config.select_metric}) on the validation split:")
+        print(metrics.format_table(result.best_metrics))
+    print(f"\nrun directory: {result.run_dir}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from . import metrics
+    from .evaluation import evaluate_run
+
+    out = evaluate_run(
+        args.run,
+        data=args.data,
+        data_format=args.format,
+        options=_parse_options(args.option),
+        checkpoint=args.checkpoint,
+        batch_size=args.batch_size,
+    )
+    columns = {"model": out["model"]}
+    if "constant" in out:
+        columns["train-mean predictor"] = out["constant"]
+    print(f"{out['data']} ({out['n']} items)")
+    print(metrics.format_table(columns))
+    output = Path(args.output) if args.output else Path(args.run) / "eval" / _eval_name(args.data)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(out, indent=2), encoding="utf-8")
+    print(f"\nwritten: {output}")
+    return 0
+
+
+def _eval_name(data: str | None) -> str:
+    return "valid.json" if data is None else f"{Path(data).stem}.json"
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    from .scoring import score_file
+
+    n = score_file(
+        args.run,
+        args.input,
+        args.output,
+        rule=args.rule,
+        batch_size=args.batch_size,
+        checkpoint=args.checkpoint,
+    )
+    print(f"scored {n} pairs -> {args.output}")
+    return 0
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="bayespref",
+        description="Disagreement-aware preference models from multi-annotator labels.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train a preference model -> runs/<name>/")
+    p.add_argument("--config", help="YAML config (default: the built-in synthetic demo)")
+    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint")
+    p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. loss.name=jsd")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="metrics of a trained model against the annotators")
+    p.add_argument("--run", required=True, help="run directory (runs/<name>)")
+    p.add_argument("--data", help="data file (default: the run's validation split)")
+    p.add_argument("--format", help="loader for --data (default: the run's data.format)")
+    p.add_argument("--option", action="append", help="loader option key=value (repeatable)")
+    p.add_argument("--checkpoint", default="best", help="best | last")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--output", help="JSON output (default: <run>/eval/<data>.json)")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("score", help="score (context, response) pairs from JSONL")
+    p.add_argument("--run", required=True, help="run directory (runs/<name>)")
+    p.add_argument("--input", required=True, help="JSONL with context (optional) and response")
+    p.add_argument("--output", required=True, help="JSONL written with probs and score")
+    p.add_argument(
+        "--rule", default="expected-utility", choices=["expected-utility", "worst-class"]
+    )
+    p.add_argument("--checkpoint", default="best", help="best | last")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.set_defaults(func=cmd_score)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .config import ConfigError
+    from .data.schema import DataError
+
+    args = make_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    for noisy in ("httpx", "urllib3", "filelock"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        return args.func(args)
+    except (ConfigError, DataError, FileNotFoundError) as err:
+        print(f"bayespref {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except Exception as err:  # RunExistsError and friends: one clear line, no traceback
+        from .train import RunExistsError
+
+        if isinstance(err, RunExistsError):
+            print(f"bayespref {args.command}: error: {err}", file=sys.stderr)
+            return 2
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,426 @@
+"""The native format: JSON Lines or CSV files of responses, their contexts and their annotations.
+
+JSON Lines (``.jsonl``, ``.ndjson``, or ``.json`` holding one object per line)
+-------------------------------------------------------------------------------
+One JSON object per line, UTF-8. Blank lines are ignored. Fields:
+
+``id`` (optional, string or integer)
+    Unique within the file. Defaults to ``<file name>:<line>``, e.g. ``train.jsonl:12``.
+``context`` (optional)
+    A string (one turn) or a list of strings (turns, oldest first). Missing, ``null`` or
+    ``""`` mean no context.
+``response`` (required, string)
+    The text being judged.
+``labels`` (list) **or** ``counts`` (list or object) -- exactly one of them
+    ``labels`` holds one label per annotator: a class name, an alias, or a class index (the
+    integer ``2`` or the string ``"2"``). ``null`` or ``""`` marks an annotator who gave no
+    label. ``counts`` holds how many annotators chose each class, either as a list of ``C``
+    non-negative integers in class order or as an object ``{"class name or alias": count}``
+    (classes not named count 0).
+``annotators`` (optional, list of strings/integers, only with ``labels``)
+    Annotator ids, parallel to ``labels``. With them, each example keeps who said what
+    (``AnnotatedExample.annotations``), which annotator models such as Dawid-Skene need.
+
+Any other field is kept in ``AnnotatedExample.meta``. Example::
+
+    {"id": "a1", "context": ["I failed my exam."], "response": "That sounds hard.", "labels": ["good", "good", "bad", null], "annotators": ["w1", "w2", "w3", "w4"]}
+    {"context": "", "response": "Whatever.", "counts": {"bad": 3, "good": 1}}
+
+CSV (``.csv``)
+--------------
+A header row, then one row per item, UTF-8, comma-separated, RFC 4180 quoting (fields may
+span lines inside quotes). Columns:
+
+``id`` (optional)
+    As above; an empty cell means ``<file name>:<line>``.
+``context`` (optional)
+    Turns separated by ``" ||| "`` (space, three bars, space), or a JSON list of strings
+    (``["hi", "how are you?"]``). An empty cell means no context.
+``response`` (required)
+``labels``
+    A JSON list (``["good", null, 1]``) or labels separated by ``|`` (``good|bad|good``;
+    an empty entry, as in ``good||bad``, is a missing annotator).
+``annotators`` (optional, with ``labels``)
+    Same two spellings as ``labels``, parallel to it.
+``count_<class>`` columns (instead of ``labels``)
+    One column per class, e.g. ``count_good,count_bad``; ``<class>`` is a class name or alias.
+    Classes without a column count 0; an empty cell counts 0.
+
+Other columns are kept in ``meta``. "Line" in messages is the physical line where the row
+starts.
+
+Classes and utilities
+---------------------
+The class names and their utilities (higher = more preferred) come, in this order, from
+
+1. the ``label_space`` argument (a :class:`LabelSpace`, or a mapping as in a config:
+   ``{"classes": [...], "utilities": [...], "tie_break": ..., "aliases": {...}}``);
+2. a sidecar ``<file stem>.meta.json`` beside the file (``train.meta.json`` for
+   ``train.jsonl``), then ``meta.json`` in the same directory, holding that same mapping, e.g.
+   ``{"classes": ["bad", "ok", "good"], "utilities": [-1, 0, 1], "tie_break": "less-preferred"}``.
+
+Errors and skips
+----------------
+Bad JSON, a non-object line, a field of the wrong type, a missing ``response``, both or
+neither of ``labels``/``counts``, negative or fractional counts, a CSV row with the wrong
+number of fields, undecodable bytes, an unknown label (the message lists the allowed ones) and a
+repeated ``id`` (the message names both lines) raise :class:`DataError` (``path:line:
+problem``) whether or not ``strict`` is set. An item whose labels are all missing, or whose
+counts are all zero, has no usable label: it is skipped and counted in ``dataset.report``, or
+raises :class:`DataError` with ``strict=True``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ._common import NO_USABLE_LABEL, Collector, counts_of, csv_rows, read_text
+from .schema import AnnotatedDataset, AnnotatedExample, DataError, LabelSpace, as_label_space
+
+logger = logging.getLogger(__name__)
+
+CONTEXT_SEPARATOR = " ||| "
+LABEL_SEPARATOR = "|"
+COUNT_PREFIX = "count_"
+JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
+KNOWN_FIELDS = ("id", "context", "response", "labels", "counts", "annotators")
+
+
+def load_native(
+    path: str | Path,
+    *,
+    label_space: LabelSpace | dict | None = None,
+    file_format: str | None = None,
+    strict: bool = False,
+    name: str | None = None,
+) -> AnnotatedDataset:
+    """Load a native JSON Lines or CSV file (format in this module's docstring).
+
+    ``file_format`` is ``"jsonl"`` or ``"csv"``; by default it follows the file suffix.
+    """
+    path = Path(path)
+    if file_format is None:
+        suffix = path.suffix.lower()
+        if suffix in JSONL_SUFFIXES:
+            file_format = "jsonl"
+        elif suffix == ".csv":
+            file_format = "csv"
+        else:
+            raise DataError(
+                f"cannot tell the format from the suffix {suffix!r}: use .jsonl or .csv, "
+                "or pass file_format='jsonl' or 'csv'",
+                str(path),
+            )
+    if file_format not in ("jsonl", "csv"):
+        raise ValueError(f"file_format must be 'jsonl' or 'csv', got {file_format!r}")
+    text = read_text(path)
+    space = resolve_label_space(label_space, path)
+    collector = Collector(str(path), space, strict=strict, name=name or path.stem, logger=logger)
+    rows = (
+        _jsonl_records(text, str(path))
+        if file_format == "jsonl"
+        else _csv_records(text, str(path), space)
+    )
+    for record, line in rows:
+        collector.read()
+        example, problem = parse_record(
+            record, space, default_id=f"{path.name}:{line}", path=str(path), line=line
+        )
+        if example is None:
+            collector.skip(NO_USABLE_LABEL, line, problem)
+        else:
+            collector.keep(example, line)
+    return collector.finish()
+
+
+def resolve_label_space(label_space: LabelSpace | dict | None, path: Path) -> LabelSpace:
+    """The ``label_space`` argument, else ``<stem>.meta.json``, else ``meta.json`` beside the
+    file ``path``; for a directory, its ``meta.json``, else ``<directory name>.meta.json``
+    beside it."""
+    if label_space is not None:
+        try:
+            return as_label_space(label_space)
+        except ValueError as err:
+            raise DataError(f"bad label_space: {err}", str(path)) from None
+    if path.is_dir():
+        candidates = (path / "meta.json", path.with_name(f"{path.name}.meta.json"))
+    else:
+        candidates = (path.with_name(f"{path.stem}.meta.json"), path.with_name("meta.json"))
+    for meta in candidates:
+        if meta.is_file():
+            try:
+                spec = json.loads(read_text(meta))
+                return as_label_space(spec)
+            except json.JSONDecodeError as err:
+                raise DataError(f"bad JSON: {err.msg}", str(meta), err.lineno) from None
+            except (ValueError, TypeError) as err:
+                raise DataError(f"bad label space: {err}", str(meta)) from None
+    raise DataError(
+        "no class names/utilities declared. Pass label_space={'classes': [...], "
+        "'utilities': [...]} (config key `label_space`), or write "
+        f"{path.stem}.meta.json or meta.json beside the data containing "
+        '{"classes": ["bad", "ok", "good"], "utilities": [-1, 0, 1]}',
+        str(path),
+    )
+
+
+def parse_record(
+    record: Mapping[str, Any],
+    label_space: LabelSpace,
+    *,
+    default_id: str,
+    path: str,
+    line: int | None,
+    prefix: str = "",
+) -> tuple[AnnotatedExample | None, str]:
+    """One native record -> ``(example, "")``, or ``(None, why)`` when it has no usable label.
+
+    Raises :class:`DataError` (at ``path:line``, message starting with ``prefix``) for any
+    structural problem or unknown label.
+    """
+
+    def fail(problem: str) -> DataError:
+        return DataError(prefix + problem, path, line)
+
+    if not isinstance(record, Mapping):
+        raise fail(f"expected a JSON object per line, got {type(record).__name__}")
+    item_id = record.get("id")
+    if item_id is None or item_id == "":
+        item_id = default_id
+    elif isinstance(item_id, (str, int)) and not isinstance(item_id, bool):
+        item_id = str(item_id)
+    else:
+        raise fail(f"'id' must be a string or an integer, got {type(item_id).__name__}")
+    context = parse_context(record.get("context"), fail)
+    response = record.get("response")
+    if response is None:
+        raise fail("missing required field 'response'")
+    if not isinstance(response, str):
+        raise fail(f"'response' must be a string, got {type(response).__name__}")
+    has_labels = record.get("labels") is not None
+    has_counts = record.get("counts") is not None
+    if has_labels == has_counts:
+        raise fail(
+            "give exactly one of 'labels' (one label per annotator) or 'counts' (per class)"
+            + (", not both" if has_labels else "; neither is present")
+        )
+    num_classes = label_space.num_classes
+    annotations = None
+    if has_labels:
+        labels = record["labels"]
+        if not isinstance(labels, (list, tuple)):
+            raise fail(f"'labels' must be a list, got {type(labels).__name__}")
+        annotators = record.get("annotators")
+        if annotators is not None:
+            if not isinstance(annotators, (list, tuple)):
+                raise fail(f"'annotators' must be a list, got {type(annotators).__name__}")
+            if len(annotators) != len(labels):
+                raise fail(
+                    f"'annotators' has {len(annotators)} entries but 'labels' has {len(labels)}"
+                )
+            for who in annotators:
+                if not isinstance(who, (str, int)) or isinstance(who, bool) or who == "":
+                    raise fail(f"annotator ids must be non-empty strings or integers, got {who!r}")
+        indices, pairs = [], []
+        for k, label in enumerate(labels):
+            if label is None or (isinstance(label, str) and not label.strip()):
+                continue  # this annotator gave no label
+            try:
+                index = label_space.index(label)
+            except KeyError as err:
+                raise fail(err.args[0]) from None
+            indices.append(index)
+            if annotators is not None:
+                pairs.append((str(annotators[k]), index))
+        counts = counts_of(indices, num_classes)
+        if annotators is not None:
+            annotations = pairs
+        if not indices:
+            return None, f"all {len(labels)} labels missing"
+    else:
+        counts = parse_counts(record["counts"], label_space, fail)
+        if record.get("annotators") is not None:
+            raise fail("'annotators' goes with 'labels', not with 'counts'")
+        if counts.sum() == 0:
+            return None, "all counts are zero"
+    meta = {k: v for k, v in record.items() if k not in KNOWN_FIELDS}
+    return (
+        AnnotatedExample(
+            id=item_id,
+            context=context,
+            response=response,
+            counts=counts,
+            annotations=annotations,
+            meta=meta,
+        ),
+        "",
+    )
+
+
+def parse_context(value: Any, fail) -> list[str]:
+    if value is None or value == "":
+        return []
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, (list, tuple)) and all(isinstance(turn, str) for turn in value):
+        return list(value)
+    raise fail("'context' must be a string or a list of strings")
+
+
+def parse_counts(value: Any, label_space: LabelSpace, fail) -> np.ndarray:
+    num_classes = label_space.num_classes
+    counts = np.zeros(num_classes, dtype=np.int64)
+    if isinstance(value, (list, tuple)):
+        if len(value) != num_classes:
+            raise fail(
+                f"'counts' has {len(value)} entries but there are {num_classes} classes "
+                f"{list(label_space.names)}"
+            )
+        items = list(enumerate(value))
+    elif isinstance(value, Mapping):
+        items = []
+        for key, count in value.items():
+            try:
+                index = label_space.index(key)
+            except KeyError as err:
+                raise fail(err.args[0]) from None
+            if any(index == seen for seen, _ in items):
+                raise fail(f"'counts' gives class {label_space.names[index]!r} twice")
+            items.append((index, count))
+    else:
+        raise fail(f"'counts' must be a list or an object, got {type(value).__name__}")
+    for index, count in items:
+        if isinstance(count, bool) or not isinstance(count, (int, float)):
+            raise fail(f"counts must be non-negative integers, got {count!r}")
+        if count < 0 or (isinstance(count, float) and not count.is_integer()):
+            raise fail(f"counts must be non-negative integers, got {count!r}")
+        counts[index] = int(count)
+    return counts
+
+
+def _jsonl_records(text: str, path: str):
+    # split("\n"), not splitlines(): U+2028 and friends may sit unescaped inside JSON strings.
+    for number, raw in enumerate(text.split("\n"), start=1):
+        if not raw.strip():
+            continue
+        try:
+            record = json.loads(raw)
+        except json.JSONDecodeError as err:
+            hint = " (native files are JSON Lines: one object per line)" if number == 1 else ""
+            raise DataError(
+                f"bad JSON: {err.msg} at column {err.colno}{hint}", path, number
+            ) from None
+        if not isinstance(record, dict):
+            raise DataError(
+                f"expected a JSON object per line, got {type(record).__name__}", path, number
+            )
+        yield record, number
+
+
+def _csv_list(cell: str, separator: str, column: str, fail) -> list:
+    cell = cell.strip()
+    if not cell:
+        return []
+    if cell.startswith("["):
+        try:
+            value = json.loads(cell)
+        except json.JSONDecodeError as err:
+            raise fail(f"column {column!r}: bad JSON list: {err.msg}") from None
+        if not isinstance(value, list):
+            raise fail(f"column {column!r}: expected a JSON list")
+        return value
+    return [part.strip() for part in cell.split(separator)]
+
+
+def _csv_context(cell: str, fail) -> list[str]:
+    stripped = cell.strip()
+    if not stripped:
+        return []
+    if stripped.startswith("[") and stripped.endswith("]"):
+        try:
+            value = json.loads(stripped)
+        except json.JSONDecodeError:
+            value = None
+        if isinstance(value, list) and all(isinstance(turn, str) for turn in value):
+            return value
+    return cell.split(CONTEXT_SEPARATOR)
+
+
+def _csv_records(text: str, path: str, label_space: LabelSpace):
+    rows = csv_rows(text, path)
+    try:
+        header, header_line = next(rows)
+    except StopIteration:
+        raise DataError("empty CSV file (no header row)", path, 1) from None
+    header = [h.strip() for h in header]
+    columns = {h: k for k, h in enumerate(header)}
+    if len(columns) != len(header):
+        repeated = sorted({h for h in header if header.count(h) > 1})
+        raise DataError(f"repeated CSV columns {repeated}", path, header_line)
+    if "response" not in columns:
+        raise DataError(
+            f"missing required column 'response' (columns: {header})", path, header_line
+        )
+    count_columns = {}
+    for h in header:
+        if h.startswith(COUNT_PREFIX):
+            try:
+                count_columns[h] = label_space.index(h[len(COUNT_PREFIX) :])
+            except KeyError as err:
+                raise DataError(f"column {h!r}: {err.args[0]}", path, header_line) from None
+    if ("labels" in columns) == bool(count_columns):
+        raise DataError(
+            f"give exactly one of a 'labels' column or 'count_<class>' columns (columns: {header})",
+            path,
+            header_line,
+        )
+    if "annotators" in columns and count_columns:
+        raise DataError("an 'annotators' column goes with 'labels', not counts", path, header_line)
+    known = {"id", "context", "response", "labels", "annotators", *count_columns}
+    for row, line in rows:
+        if len(row) != len(header):
+            raise DataError(
+                f"row has {len(row)} fields but the header has {len(header)} "
+                "(truncated row, or an unquoted comma?)",
+                path,
+                line,
+            )
+
+        def fail(problem: str, line=line) -> DataError:
+            return DataError(problem, path, line)
+
+        cell = dict(zip(header, row, strict=True))
+        record: dict[str, Any] = {"response": cell["response"]}
+        if cell.get("id", "").strip():
+            record["id"] = cell["id"].strip()
+        if "context" in cell:
+            record["context"] = _csv_context(cell["context"], fail)
+        if count_columns:
+            counts = [0] * label_space.num_classes
+            for column, index in count_columns.items():
+                value = cell[column].strip()
+                if not value:
+                    continue
+                try:
+                    number = float(value)
+                except ValueError:
+                    raise fail(f"column {column!r}: expected a count, got {value!r}") from None
+                if number < 0 or not number.is_integer():
+                    raise fail(
+                        f"column {column!r}: counts must be non-negative integers, got {value!r}"
+                    )
+                counts[index] += int(number)
+            record["counts"] = counts
+        else:
+            record["labels"] = _csv_list(cell["labels"], LABEL_SEPARATOR, "labels", fail)
+            if "annotators" in cell:
+                annotators = _csv_list(cell["annotators"], LABEL_SEPARATOR, "annotators", fail)
+                record["annotators"] = annotators if annotators else None
+        record.update({k: v for k, v in cell.items() if k not in known})
+        yield record, line

@@ -1,0 +1,205 @@
+"""Evaluate a preference model against the annotators (METHOD section 6).
+
+Besides the metrics themselves this module holds the pieces training and evaluation share:
+turning an :class:`AnnotatedDataset` into encoded examples with priors, empirical
+distributions and majority labels, and running a model over them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from . import metrics as metrics_lib
+from .data.priors import empirical_distribution, majority_label, smoothed_prior
+from .data.schema import AnnotatedDataset
+from .model import PreferenceModel, collate_encoded, encode_pair
+
+logger = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class EncodedSplit:
+    """A dataset ready for the model: token ids plus every per-item target.
+
+    ``prior``: smoothed annotator distribution p (N, C), the training target;
+    ``empirical``: unsmoothed t (N, C), the evaluation target; ``labels``: majority (N,).
+    """
+
+    name: str
+    items: list[dict[str, list[int]]]
+    prior: np.ndarray
+    empirical: np.ndarray
+    labels: np.ndarray
+    true_distribution: np.ndarray | None
+    pad_token_id: int
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def batch(self, indices) -> dict[str, Tensor]:
+        """Model inputs for ``indices`` plus ``prior`` (B, C) and ``labels`` (B,)."""
+        batch = collate_encoded([self.items[i] for i in indices], self.pad_token_id)
+        batch["prior"] = torch.as_tensor(self.prior[indices], dtype=torch.float32)
+        batch["labels"] = torch.as_tensor(self.labels[indices], dtype=torch.long)
+        return batch
+
+
+def encode_split(
+    model: PreferenceModel, dataset: AnnotatedDataset, alpha: float, name: str | None = None
+) -> EncodedSplit:
+    counts = dataset.counts()
+    space = dataset.label_space
+    items = [
+        encode_pair(model.tokenizer, ex.context, ex.response, model.config.max_length)
+        for ex in dataset.examples
+    ]
+    return EncodedSplit(
+        name=name or dataset.name,
+        items=items,
+        prior=smoothed_prior(counts, alpha).astype(np.float32),
+        empirical=empirical_distribution(counts),
+        labels=majority_label(counts, space.utilities, space.tie_break),
+        true_distribution=dataset.true_distributions(),
+        pad_token_id=model.tokenizer.pad_token_id or 0,
+    )
+
+
+MODEL_INPUTS = ("input_ids", "attention_mask", "response_mask", "token_type_ids")
+
+
+def model_inputs(batch: dict[str, Tensor], device) -> dict[str, Tensor]:
+    return {k: v.to(device) for k, v in batch.items() if k in MODEL_INPUTS}
+
+
+@torch.no_grad()
+def predict_split(model, split: EncodedSplit, batch_size: int, device=None) -> np.ndarray:
+    """Class distributions q (N, C) in dataset order."""
+    device = device or next(model.parameters()).device
+    out = []
+    for start in range(0, len(split), batch_size):
+        indices = np.arange(start, min(start + batch_size, len(split)))
+        logits = model(**model_inputs(split.batch(indices), device))
+        out.append(torch.softmax(logits.float(), dim=-1).cpu().numpy())
+    return np.concatenate(out) if out else np.zeros((0, split.prior.shape[1]))
+
+
+@torch.no_grad()
+def objective_on_split(
+    model,
+    split: EncodedSplit,
+    objective: Callable[[Tensor, Tensor, Tensor], Tensor],
+    batch_size: int,
+    seed: int = 0,
+    device=None,
+) -> float:
+    """The training objective on ``split``, in random batches of the TRAINING batch size.
+
+    Batch-normalised d-PM losses depend on the batch, so a validation loss is comparable to
+    the training loss only at the same batch size and with batches of random composition
+    (METHOD section 7); the order is fixed by ``seed`` so that evaluations are comparable.
+    Partial last batches are dropped unless the split is smaller than one batch.
+    """
+    device = device or next(model.parameters()).device
+    order = np.random.default_rng(seed).permutation(len(split))
+    num_batches = max(1, len(split) // batch_size)
+    total, count = 0.0, 0
+    for b in range(num_batches):
+        indices = order[b * batch_size : (b + 1) * batch_size]
+        batch = split.batch(indices)
+        logits = model(**model_inputs(batch, device))
+        losses = objective(logits, batch["prior"].to(device), batch["labels"].to(device))
+        total += float(losses.sum())
+        count += len(indices)
+    return total / max(count, 1)
+
+
+def evaluate_split(
+    model,
+    split: EncodedSplit,
+    batch_size: int = 64,
+    objective: Callable[[Tensor, Tensor, Tensor], Tensor] | None = None,
+    objective_batch_size: int | None = None,
+) -> tuple[dict[str, float], np.ndarray]:
+    """Every METHOD section 6 metric (plus ``loss`` if ``objective``); returns (metrics, q).
+
+    ``objective(logits, prior, labels) -> (B,)`` is the training loss in evaluation mode.
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        q = predict_split(model, split, batch_size)
+        results = metrics_lib.compute_metrics(
+            q, split.empirical, split.labels, true_distribution=split.true_distribution
+        )
+        if objective is not None:
+            results["loss"] = objective_on_split(
+                model, split, objective, objective_batch_size or batch_size
+            )
+    finally:
+        model.train(was_training)
+    return results, q
+
+
+def constant_predictor_metrics(train_empirical: np.ndarray, split: EncodedSplit) -> dict:
+    """Metrics of the predictor that always outputs the training set's mean label distribution."""
+    mean = train_empirical.mean(axis=0)
+    q = np.tile(mean / mean.sum(), (len(split), 1))
+    return metrics_lib.compute_metrics(
+        q, split.empirical, split.labels, true_distribution=split.true_distribution
+    )
+
+
+def evaluate_run(
+    run: str,
+    data: str | dict | None = None,
+    data_format: str | None = None,
+    options: dict | None = None,
+    checkpoint: str = "best",
+    batch_size: int = 64,
+) -> dict:
+    """Evaluate a run's model on ``data`` (default: the run's validation split).
+
+    ``data`` is a file path or a dict of loader options; the format and loader options default
+    to those in the run's ``config.yaml``. Returns ``{"model": metrics, "constant": metrics,
+    "data": description, "n": items}`` where ``constant`` is the predictor that always outputs
+    the training set's mean label distribution.
+    """
+    import json
+    from pathlib import Path
+
+    from .config import load_config
+    from .train import load_split, load_train_valid
+
+    run_dir = Path(run)
+    config = load_config(run_dir / "config.yaml")
+    data_config = config.data
+    if data_format is not None and data_format != data_config.format:
+        data_config = dataclasses.replace(data_config, format=data_format, options={})
+    if options:
+        data_config = dataclasses.replace(data_config, options={**data_config.options, **options})
+    if data is None:
+        _, dataset = load_train_valid(data_config, config.seed)
+        described = "validation split of the run"
+    else:
+        dataset = load_split(data_config, data, "eval")
+        described = str(data)
+    model = PreferenceModel.from_run(run_dir, checkpoint=checkpoint)
+    if dataset.label_space.names != model.label_space.names:
+        raise ValueError(
+            f"the data's classes {list(dataset.label_space.names)} differ from the model's "
+            f"{list(model.label_space.names)}"
+        )
+    split = encode_split(model, dataset, config.data.alpha)
+    results, _ = evaluate_split(model, split, batch_size=batch_size)
+    out = {"data": described, "n": len(split), "model": results}
+    stats_file = run_dir / "data_stats.json"
+    if stats_file.is_file():
+        mean = np.asarray(json.loads(stats_file.read_text())["train_mean_distribution"])
+        out["constant"] = constant_predictor_metrics(mean[None, :], split)
+    return out

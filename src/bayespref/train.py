@@ -1,0 +1,505 @@
+"""Train a preference model: the recipe reads top to bottom in :func:`train`.
+
+setup (seed, data, model, optimiser) -> resume -> loop (micro-batches, loss, step, evaluate,
+checkpoint) -> curves. Runs on one CPU or many GPUs under ``accelerate launch``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+
+from . import metrics as metrics_lib
+from .checkpoint import (
+    atomic_write_dir,
+    latest_checkpoint,
+    load_optimizer,
+    prune_checkpoints,
+    save_optimizer,
+    step_dir_name,
+    verify_manifest,
+)
+from .config import DataConfig, LossConfig, TrainConfig, save_config
+from .data import load_dataset
+from .data.schema import AnnotatedDataset, LabelSpace
+from .evaluation import EncodedSplit, encode_split, evaluate_split, model_inputs
+from .losses import LOSSES, MarginalEMA
+from .model import PreferenceModel
+
+logger = logging.getLogger(__name__)
+
+
+class RunExistsError(RuntimeError):
+    """The run directory already holds a run and ``resume`` was not asked for."""
+
+
+@dataclasses.dataclass
+class TrainResult:
+    run_dir: Path
+    best_metrics: dict | None
+    final_metrics: dict | None
+    steps: int
+
+
+@dataclasses.dataclass
+class TrainerState:
+    """Everything besides weights and optimiser that a resumed run needs."""
+
+    step: int = 0  # optimiser steps taken
+    best_value: float | None = None
+    best_step: int | None = None
+    best_metrics: dict | None = None
+
+
+# -- small pure pieces --------------------------------------------------------------------------
+
+
+def lr_at(step: int, total_steps: int, warmup_steps: int, peak_lr: float) -> float:
+    """Linear warmup to ``peak_lr`` over ``warmup_steps``, then linear decay to 0 at
+    ``total_steps``. Counted in OPTIMISER steps (the reference code counted micro-batches while
+    stepping per optimiser step, so its decay only got a fraction of the way)."""
+    if warmup_steps > 0 and step < warmup_steps:
+        return peak_lr * (step + 1) / warmup_steps
+    remaining = total_steps - step
+    return peak_lr * max(0.0, remaining / max(1, total_steps - warmup_steps))
+
+
+def micro_batch_indices(
+    micro_index: int, num_items: int, batch_size: int, world_size: int, rank: int, seed: int
+) -> np.ndarray:
+    """Indices of global micro-batch ``micro_index`` for process ``rank``.
+
+    Every epoch is a fresh seeded permutation cut into global batches of
+    ``batch_size * world_size`` (a partial last batch is dropped: a tiny batch would give the
+    batch normaliser a noisy marginal). Random, never length-sorted: the batch normaliser must
+    see an unbiased sample (METHOD section 3). Stateless, so resuming needs only the index.
+    """
+    global_batch = batch_size * world_size
+    per_epoch = num_items // global_batch
+    if per_epoch == 0:
+        raise ValueError(
+            f"{num_items} training items are fewer than one global batch of {global_batch}"
+        )
+    epoch, position = divmod(micro_index, per_epoch)
+    order = np.random.default_rng([seed, epoch]).permutation(num_items)
+    start = position * global_batch + rank * batch_size
+    return order[start : start + batch_size]
+
+
+def make_objective(loss_config: LossConfig, ema: MarginalEMA | None, training: bool):
+    """``objective(logits, prior, labels) -> (B,)`` for the configured loss.
+
+    Every registry loss takes the same options and ignores those it does not use; the EMA is
+    updated only in training.
+    """
+    loss_fn = LOSSES[loss_config.name]
+    options: dict = {
+        "normaliser": loss_config.normaliser,
+        "detach_target": loss_config.detach_target,
+    }
+    if loss_config.normaliser == "ema":
+        options.update(ema=ema, update_ema=training)
+
+    def objective(logits: Tensor, prior: Tensor, labels: Tensor) -> Tensor:
+        return loss_fn(logits, prior, labels=labels, **options)
+
+    return objective
+
+
+def is_improvement(metric: str, value: float | None, best: float | None) -> bool:
+    """Whether ``value`` beats ``best`` for the selection metric, in that metric's direction.
+
+    No threshold: the first evaluation always makes a best checkpoint (the reference code
+    saved one only when the validation loss fell below 1, which a KL objective may never do).
+    ``loss`` (the training objective) is lower-is-better; the rest declare their direction.
+    """
+    if metric == "loss":
+        if value is None or value != value:
+            return False
+        return best is None or best != best or value < best
+    return metrics_lib.is_better(metric, value, best)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+# -- data -------------------------------------------------------------------------------------
+
+
+def load_split(data: DataConfig, spec, split: str) -> AnnotatedDataset:
+    options = dict(data.options)
+    if isinstance(spec, dict):
+        options.update(spec)
+        path = options.pop("path", None)
+    else:
+        path = spec
+    if data.label_space is not None:
+        options["label_space"] = LabelSpace.from_dict(data.label_space)
+    dataset = load_dataset(data.format, path, strict=data.strict, **options)
+    if dataset.report is not None:
+        logger.info("%s split: %s", split, dataset.report.summary())
+    if len(dataset) == 0:
+        raise ValueError(f"the {split} split is empty after loading ({data.format}: {spec})")
+    return dataset
+
+
+def load_train_valid(data: DataConfig, seed: int) -> tuple[AnnotatedDataset, AnnotatedDataset]:
+    """Training and validation sets; holds out ``valid_fraction`` of train when valid is null."""
+    if data.train is None and data.format != "synthetic":
+        raise ValueError(f"data.train is required for format {data.format!r}")
+    train_set = load_split(data, data.train if data.train is not None else {}, "train")
+    rng = np.random.default_rng(seed)
+    if data.valid is not None:
+        valid_set = load_split(data, data.valid, "valid")
+    else:
+        order = rng.permutation(len(train_set))
+        n_valid = max(1, int(round(data.valid_fraction * len(train_set))))
+        valid_set = train_set.subset(order[:n_valid].tolist(), name=f"{train_set.name}-heldout")
+        train_set = train_set.subset(order[n_valid:].tolist())
+    if data.max_train_items is not None and len(train_set) > data.max_train_items:
+        keep = np.sort(rng.permutation(len(train_set))[: data.max_train_items])
+        train_set = train_set.subset(keep.tolist())
+    if valid_set.label_space.names != train_set.label_space.names:
+        raise ValueError(
+            f"train and valid label spaces differ: {train_set.label_space.names} vs "
+            f"{valid_set.label_space.names}"
+        )
+    return train_set, valid_set
+
+
+# -- the recipe --------------------------------------------------------------------------------
+
+
+def train(config: TrainConfig, resume: bool = False) -> TrainResult:
+    """Train a preference model as configured; outputs go to ``config.run_dir``.
+
+    With ``resume=True`` the newest intact checkpoint in the run directory is loaded and the
+    run continues from it, ending with the same weights as an uninterrupted run.
+    """
+    from accelerate import Accelerator
+
+    # ---- setup
+    seed_everything(config.seed)
+    accelerator = Accelerator(mixed_precision=config.mixed_precision)
+    run_dir = config.run_dir
+    ckpt_root = run_dir / "checkpoint"
+    resume_from = latest_checkpoint(ckpt_root) if resume else None
+    if not resume and (ckpt_root.exists() or (run_dir / "metrics.jsonl").exists()):
+        raise RunExistsError(
+            f"{run_dir} already holds a run: pass --resume to continue it, or choose another "
+            f"name (name=...)"
+        )
+    if resume and resume_from is None and ckpt_root.exists():
+        logger.warning("%s: no intact checkpoint to resume from; starting over", run_dir)
+    if accelerator.is_main_process:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(config, run_dir / "config.yaml")
+
+    train_set, valid_set = load_train_valid(config.data, config.seed)
+    model = PreferenceModel.build(config.model, train_set.label_space)
+    train_split = encode_split(model, train_set, config.data.alpha, "train")
+    valid_split = encode_split(model, valid_set, config.data.alpha, "valid")
+    if accelerator.is_main_process:
+        _write_data_stats(run_dir, train_split, valid_split, train_set, valid_set)
+
+    optim = config.optim
+    world, rank = accelerator.num_processes, accelerator.process_index
+    micro_per_epoch = len(train_split) // (optim.batch_size * world)
+    steps_per_epoch = max(1, micro_per_epoch // optim.grad_accum)
+    total_steps = optim.max_steps or max(1, math.ceil(optim.epochs * steps_per_epoch))
+    warmup_steps = int(optim.warmup_ratio * total_steps)
+    eval_every = config.eval_every or steps_per_epoch
+    save_every = config.save_every or eval_every
+
+    optimizer = torch.optim.AdamW(
+        _param_groups(model, optim.weight_decay), lr=optim.lr, betas=tuple(optim.adam_betas)
+    )
+    ema = (
+        MarginalEMA(train_set.num_classes, beta=config.loss.ema_beta)
+        if config.loss.normaliser == "ema"
+        else None
+    )
+    train_objective = make_objective(config.loss, ema, training=True)
+    eval_objective = make_objective(config.loss, ema, training=False)
+    state = TrainerState()
+
+    # ---- resume
+    if resume_from is not None:
+        state = _load_training_state(resume_from, model, optimizer, ema)
+        logger.info("resumed from %s (step %d)", resume_from, state.step)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    device = accelerator.device
+
+    # ---- loop
+    metrics_file = run_dir / "metrics.jsonl"
+    if resume_from is not None and accelerator.is_main_process:
+        _truncate_metrics(metrics_file, state.step)  # drop records written after the checkpoint
+    progress = _progress(total_steps, state.step, config.progress and accelerator.is_main_process)
+    model.train()
+    last_eval = None
+    while state.step < total_steps:
+        step_start = time.perf_counter()
+        step_loss = 0.0
+        for micro in range(optim.grad_accum):
+            indices = micro_batch_indices(
+                state.step * optim.grad_accum + micro,
+                len(train_split),
+                optim.batch_size,
+                world,
+                rank,
+                config.seed,
+            )
+            batch = train_split.batch(indices)
+            with accelerator.autocast():
+                logits = model(**model_inputs(batch, device))  # (B, C)
+            losses = train_objective(
+                logits.float(), batch["prior"].to(device), batch["labels"].to(device)
+            )  # (B,)
+            loss = losses.mean() / optim.grad_accum
+            accelerator.backward(loss)
+            step_loss += float(loss.detach())
+        grad_norm = None
+        if optim.max_grad_norm is not None:
+            grad_norm = float(accelerator.clip_grad_norm_(model.parameters(), optim.max_grad_norm))
+        lr = lr_at(state.step, total_steps, warmup_steps, optim.lr)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        state.step += 1
+        progress.update(1)
+        progress.set_postfix(loss=f"{step_loss:.4f}")
+
+        if accelerator.is_main_process:
+            record = {"step": state.step, "split": "train", "loss": step_loss, "lr": lr}
+            record["epoch"] = state.step / steps_per_epoch
+            record["step_seconds"] = time.perf_counter() - step_start
+            if grad_norm is not None:
+                record["grad_norm"] = grad_norm
+            _append_jsonl(metrics_file, record)
+
+        is_last = state.step == total_steps
+        if state.step % eval_every == 0 or is_last:
+            last_eval, _ = evaluate_split(
+                accelerator.unwrap_model(model),
+                valid_split,
+                batch_size=config.eval_batch_size or optim.batch_size,
+                objective=eval_objective,
+                objective_batch_size=optim.batch_size,
+            )
+            if accelerator.is_main_process:
+                _append_jsonl(metrics_file, {"step": state.step, "split": "valid", **last_eval})
+                progress.write(f"step {state.step}: {_short(last_eval, config.select_metric)}")
+                value = last_eval.get(config.select_metric)
+                if is_improvement(config.select_metric, value, state.best_value):
+                    state.best_value, state.best_step = value, state.step
+                    state.best_metrics = dict(last_eval)
+                    _save_best(accelerator.unwrap_model(model), run_dir, state)
+        if (state.step % save_every == 0 or is_last) and accelerator.is_main_process:
+            _save_training_state(
+                ckpt_root, accelerator.unwrap_model(model), optimizer, ema, state, config
+            )
+        accelerator.wait_for_everyone()
+    progress.close()
+
+    # ---- finish
+    if accelerator.is_main_process:
+        plot_curves(metrics_file, run_dir / "curves.png", config.loss.name, config.select_metric)
+        summary = {
+            "best_step": state.best_step,
+            "select_metric": config.select_metric,
+            "best": state.best_metrics,
+            "final": last_eval,
+            "steps": state.step,
+        }
+        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+    return TrainResult(run_dir, state.best_metrics, last_eval, state.step)
+
+
+# -- helpers ----------------------------------------------------------------------------------
+
+
+def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """No weight decay on biases and normalisation weights (1-D parameters)."""
+    decay, no_decay = [], []
+    for _, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        (no_decay if param.ndim < 2 else decay).append(param)
+    return [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+
+
+def _progress(total: int, initial: int, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, disable=not enabled, desc="train", unit="step")
+
+
+def _short(results: dict, select_metric: str) -> str:
+    keys = ["loss", select_metric, "soft_ce", "accuracy"]
+    seen = []
+    for k in keys:
+        if k in results and k not in seen:
+            seen.append(k)
+    return ", ".join(f"{k}={results[k]:.4f}" for k in seen)
+
+
+def _append_jsonl(path: Path, record: dict) -> None:
+    with path.open("a", encoding="utf-8") as fh:
+        fh.write(json.dumps(record) + "\n")
+
+
+def _truncate_metrics(path: Path, last_step: int) -> None:
+    if not path.is_file():
+        return
+    kept = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    kept = [line for line in kept if json.loads(line)["step"] <= last_step]
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+    tmp.replace(path)
+
+
+def _write_data_stats(run_dir, train_split: EncodedSplit, valid_split, train_set, valid_set):
+    stats = {
+        "label_space": train_set.label_space.to_dict(),
+        "train_items": len(train_split),
+        "valid_items": len(valid_split),
+        "train_mean_distribution": train_split.empirical.mean(axis=0).tolist(),
+        "train_load": train_set.report.to_dict() if train_set.report else None,
+        "valid_load": valid_set.report.to_dict() if valid_set.report else None,
+    }
+    (run_dir / "data_stats.json").write_text(json.dumps(stats, indent=2), encoding="utf-8")
+
+
+def _save_best(model: PreferenceModel, run_dir: Path, state: TrainerState) -> None:
+    def write(folder: Path) -> None:
+        model.save(folder)
+        (folder / "metrics.json").write_text(
+            json.dumps({"step": state.best_step, **(state.best_metrics or {})}, indent=2),
+            encoding="utf-8",
+        )
+
+    atomic_write_dir(run_dir / "checkpoint" / "best", write)
+
+
+def _save_training_state(ckpt_root, model, optimizer, ema, state: TrainerState, config) -> None:
+    def write(folder: Path) -> None:
+        model.save(folder / "model")
+        save_optimizer(optimizer, folder)
+        save_file({"torch": torch.get_rng_state()}, str(folder / "rng.safetensors"))
+        np_state = np.random.get_state()
+        payload = {
+            "trainer": dataclasses.asdict(state),
+            "ema": ema.state_dict() if ema is not None else None,
+            "python_rng": _jsonable(random.getstate()),
+            "numpy_rng": [np_state[0], np_state[1].tolist(), *np_state[2:]],
+        }
+        if payload["ema"] is not None:
+            payload["ema"] = _jsonable(payload["ema"])
+        (folder / "trainer_state.json").write_text(json.dumps(payload), encoding="utf-8")
+
+    atomic_write_dir(ckpt_root / step_dir_name(state.step), write)
+    prune_checkpoints(ckpt_root, config.keep_last)
+
+
+def _load_training_state(folder: Path, model, optimizer, ema) -> TrainerState:
+    verify_manifest(folder)
+    model.load_weights(folder / "model" / "model.safetensors")
+    load_optimizer(optimizer, folder)
+    torch.set_rng_state(load_file(str(folder / "rng.safetensors"))["torch"])
+    payload = json.loads((folder / "trainer_state.json").read_text(encoding="utf-8"))
+    random.setstate(_tupled(payload["python_rng"]))
+    np_state = payload["numpy_rng"]
+    np.random.set_state((np_state[0], np.array(np_state[1], dtype=np.uint32), *np_state[2:]))
+    if ema is not None and payload["ema"] is not None:
+        ema.load_state_dict(_from_jsonable(payload["ema"]))
+    return TrainerState(**payload["trainer"])
+
+
+def _jsonable(value):
+    if torch.is_tensor(value):
+        return {"__tensor__": value.tolist(), "dtype": str(value.dtype).replace("torch.", "")}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    return value
+
+
+def _from_jsonable(value):
+    if isinstance(value, dict) and "__tensor__" in value:
+        return torch.tensor(value["__tensor__"], dtype=getattr(torch, value["dtype"]))
+    if isinstance(value, dict):
+        return {k: _from_jsonable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_from_jsonable(v) for v in value]
+    return value
+
+
+def _tupled(value):
+    return tuple(_tupled(v) for v in value) if isinstance(value, list) else value
+
+
+def plot_curves(metrics_file: Path, out: Path, loss_name: str, select_metric: str) -> None:
+    """Training/validation objective and the selection metric against optimiser steps."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [json.loads(line) for line in metrics_file.read_text(encoding="utf-8").splitlines()]
+    train_rows = [r for r in rows if r["split"] == "train"]
+    valid_rows = [r for r in rows if r["split"] == "valid"]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    ax = axes[0]
+    if train_rows:
+        steps = np.array([r["step"] for r in train_rows])
+        losses = np.array([r["loss"] for r in train_rows])
+        window = max(1, len(losses) // 25)
+        smooth = np.convolve(losses, np.ones(window) / window, mode="valid")
+        ax.plot(steps, losses, color="C0", alpha=0.25, lw=0.8)
+        ax.plot(steps[window - 1 :], smooth, color="C0", label="train (smoothed)")
+    if valid_rows and "loss" in valid_rows[0]:
+        ax.plot(
+            [r["step"] for r in valid_rows],
+            [r["loss"] for r in valid_rows],
+            "o-",
+            color="C1",
+            label="valid (same batch size)",
+        )
+    ax.set(xlabel="optimiser step", ylabel=f"{loss_name} objective", title="objective")
+    ax.legend()
+    ax = axes[1]
+    shown = [select_metric] + [m for m in ("soft_ce", "jsd") if m != select_metric]
+    for i, name in enumerate(shown):
+        if valid_rows and name in valid_rows[0]:
+            ax.plot(
+                [r["step"] for r in valid_rows],
+                [r[name] for r in valid_rows],
+                "o-",
+                color=f"C{i + 2}",
+                label=name,
+            )
+    if valid_rows and "entropy_floor" in valid_rows[0]:
+        ax.axhline(valid_rows[0]["entropy_floor"], ls="--", color="gray", label="H(t) floor")
+    ax.set(xlabel="optimiser step", title="validation vs annotators (lower is better)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
