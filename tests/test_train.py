@@ -297,3 +297,28 @@ def test_sigkill_then_resume_ends_with_the_same_weights(tmp_path, tiny_encoder_d
     assert final_full.keys() == final_resumed.keys()
     for key in final_full:
         torch.testing.assert_close(final_resumed[key], final_full[key], rtol=1e-5, atol=1e-6)
+
+
+def test_unlabelled_items_are_counted_or_refused_with_strict(tmp_path, tiny_encoder_dir, capsys):
+    data = tmp_path / "train.jsonl"
+    rows = [{"response": f"reply {i}", "labels": ["good", "bad", "good"][: 1 + i % 3]} for i in range(20)]
+    rows.insert(5, {"response": "nobody labelled me", "labels": [None, None]})
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "meta.json").write_text(json.dumps({"classes": ["bad", "good"], "utilities": [0, 1]}))
+    args = [
+        "train",
+        f"output_dir={tmp_path / 'runs'}",
+        f"model.encoder={tiny_encoder_dir}",
+        "data.format=native",
+        f"data.train={data}",
+        "data.valid_fraction=0.2",
+        "optim.batch_size=4",
+        "optim.max_steps=1",
+        "progress=false",
+    ]
+    assert cli_main(args + ["name=lenient"]) == 0
+    stats = json.loads((tmp_path / "runs" / "lenient" / "data_stats.json").read_text())
+    assert stats["train_load"]["read"] == 21 and stats["train_load"]["skipped"] == 1
+    assert stats["train_items"] + stats["valid_items"] == 20
+    assert cli_main(args + ["name=strict", "--strict"]) == 2
+    assert f"{data}:6:" in capsys.readouterr().err

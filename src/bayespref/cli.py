@@ -32,11 +32,18 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .config import load_config
     from .train import train
 
-    config = load_config(args.config, args.overrides)
+    overrides = list(args.overrides) + (["data.strict=true"] if args.strict else [])
+    config = load_config(args.config, overrides)
     result = train(config, resume=args.resume)
     if result.best_metrics:
-        print(f"\nbest checkpoint (by {config.select_metric}) on the validation split:")
-        print(metrics.format_table(result.best_metrics))
+        step = json.loads((result.run_dir / "summary.json").read_text())["best_step"]
+        print(
+            f"\nvalidation metrics of the best checkpoint (step {step}, by {config.select_metric}):"
+        )
+        columns = {f"{config.loss.name}": result.best_metrics}
+        if result.baseline_metrics:
+            columns["train-mean predictor"] = result.baseline_metrics
+        print(metrics.format_table(columns))
     print(f"\nrun directory: {result.run_dir}")
     return 0
 
@@ -50,6 +57,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         data=args.data,
         data_format=args.format,
         options=_parse_options(args.option),
+        strict=args.strict,
         checkpoint=args.checkpoint,
         batch_size=args.batch_size,
     )
@@ -95,6 +103,9 @@ def make_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a preference model -> runs/<name>/")
     p.add_argument("--config", help="YAML config (default: the built-in synthetic demo)")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint")
+    p.add_argument(
+        "--strict", action="store_true", help="refuse items with no usable label (data.strict)"
+    )
     p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. loss.name=jsd")
     p.set_defaults(func=cmd_train)
 
@@ -103,6 +114,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", help="data file (default: the run's validation split)")
     p.add_argument("--format", help="loader for --data (default: the run's data.format)")
     p.add_argument("--option", action="append", help="loader option key=value (repeatable)")
+    p.add_argument("--strict", action="store_true", help="refuse items with no usable label")
     p.add_argument("--checkpoint", default="best", help="best | last")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--output", help="JSON output (default: <run>/eval/<data>.json)")

@@ -137,10 +137,11 @@ class TrainConfig:
     )
     keep_last: int = _field(2, "training checkpoints kept (the best model is kept apart)")
     select_metric: str = _field("soft_ce", "validation metric that picks the best checkpoint")
-    eval_batch_size: int | None = _field(
-        None,
-        "batch size of the validation loss (default: optim.batch_size; batch-normalised losses "
-        "are only comparable at equal batch size)",
+    eval_batch_size: int = _field(
+        64,
+        "batch size of validation forward passes; the validation objective is always computed "
+        "in batches of optim.batch_size (batch-normalised losses are only comparable at equal "
+        "batch size)",
     )
     score: str = _field("expected-utility", "scoring rule: expected-utility | worst-class")
     mixed_precision: str = _field("no", "no | bf16 | fp16 (losses stay float32)")

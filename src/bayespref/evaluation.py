@@ -78,45 +78,64 @@ def model_inputs(batch: dict[str, Tensor], device) -> dict[str, Tensor]:
 
 
 @torch.no_grad()
-def predict_split(model, split: EncodedSplit, batch_size: int, device=None) -> np.ndarray:
-    """Class distributions q (N, C) in dataset order."""
+def predict_logits(model, split: EncodedSplit, batch_size: int, device=None) -> Tensor:
+    """Logits (N, C), float32 on the CPU, in dataset order (model in eval mode: no dropout,
+    so an item's logits do not depend on how the items are batched)."""
     device = device or next(model.parameters()).device
     out = []
     for start in range(0, len(split), batch_size):
         indices = np.arange(start, min(start + batch_size, len(split)))
-        logits = model(**model_inputs(split.batch(indices), device))
-        out.append(torch.softmax(logits.float(), dim=-1).cpu().numpy())
-    return np.concatenate(out) if out else np.zeros((0, split.prior.shape[1]))
+        out.append(model(**model_inputs(split.batch(indices), device)).float().cpu())
+    return torch.cat(out) if out else torch.zeros((0, split.prior.shape[1]))
+
+
+def predict_split(model, split: EncodedSplit, batch_size: int, device=None) -> np.ndarray:
+    """Class distributions q (N, C) in dataset order."""
+    return torch.softmax(predict_logits(model, split, batch_size, device), dim=-1).numpy()
 
 
 @torch.no_grad()
-def objective_on_split(
-    model,
+def objective_from_logits(
+    logits: Tensor,
     split: EncodedSplit,
     objective: Callable[[Tensor, Tensor, Tensor], Tensor],
     batch_size: int,
     seed: int = 0,
-    device=None,
 ) -> float:
-    """The training objective on ``split``, in random batches of the TRAINING batch size.
+    """The training objective over ``split``, in random batches of the TRAINING batch size.
 
     Batch-normalised d-PM losses depend on the batch, so a validation loss is comparable to
     the training loss only at the same batch size and with batches of random composition
     (METHOD section 7); the order is fixed by ``seed`` so that evaluations are comparable.
-    Partial last batches are dropped unless the split is smaller than one batch.
+    A partial last batch is dropped unless the split is smaller than one batch.
     """
-    device = device or next(model.parameters()).device
     order = np.random.default_rng(seed).permutation(len(split))
     num_batches = max(1, len(split) // batch_size)
     total, count = 0.0, 0
     for b in range(num_batches):
         indices = order[b * batch_size : (b + 1) * batch_size]
         batch = split.batch(indices)
-        logits = model(**model_inputs(batch, device))
-        losses = objective(logits, batch["prior"].to(device), batch["labels"].to(device))
+        losses = objective(logits[indices], batch["prior"], batch["labels"])  # (B,)
         total += float(losses.sum())
         count += len(indices)
     return total / max(count, 1)
+
+
+def objective_on_split(
+    model,
+    split: EncodedSplit,
+    objective: Callable[[Tensor, Tensor, Tensor], Tensor],
+    batch_size: int,
+    seed: int = 0,
+) -> float:
+    """:func:`objective_from_logits` for a model (eval mode) over ``split``."""
+    was_training = model.training
+    model.eval()
+    try:
+        logits = predict_logits(model, split, batch_size)
+    finally:
+        model.train(was_training)
+    return objective_from_logits(logits, split, objective, batch_size, seed)
 
 
 def evaluate_split(
@@ -128,21 +147,23 @@ def evaluate_split(
 ) -> tuple[dict[str, float], np.ndarray]:
     """Every METHOD section 6 metric (plus ``loss`` if ``objective``); returns (metrics, q).
 
-    ``objective(logits, prior, labels) -> (B,)`` is the training loss in evaluation mode.
+    ``objective(logits, prior, labels) -> (B,)`` is the training loss in evaluation mode; it
+    reuses the one forward pass over the split.
     """
     was_training = model.training
     model.eval()
     try:
-        q = predict_split(model, split, batch_size)
-        results = metrics_lib.compute_metrics(
-            q, split.empirical, split.labels, true_distribution=split.true_distribution
-        )
-        if objective is not None:
-            results["loss"] = objective_on_split(
-                model, split, objective, objective_batch_size or batch_size
-            )
+        logits = predict_logits(model, split, batch_size)
     finally:
         model.train(was_training)
+    q = torch.softmax(logits, dim=-1).numpy()
+    results = metrics_lib.compute_metrics(
+        q, split.empirical, split.labels, true_distribution=split.true_distribution
+    )
+    if objective is not None:
+        results["loss"] = objective_from_logits(
+            logits, split, objective, objective_batch_size or batch_size
+        )
     return results, q
 
 
@@ -162,6 +183,7 @@ def evaluate_run(
     options: dict | None = None,
     checkpoint: str = "best",
     batch_size: int = 64,
+    strict: bool = False,
 ) -> dict:
     """Evaluate a run's model on ``data`` (default: the run's validation split).
 
@@ -183,6 +205,8 @@ def evaluate_run(
         data_config = dataclasses.replace(data_config, format=data_format, options={})
     if options:
         data_config = dataclasses.replace(data_config, options={**data_config.options, **options})
+    if strict:
+        data_config = dataclasses.replace(data_config, strict=True)
     if data is None:
         _, dataset = load_train_valid(data_config, config.seed)
         described = "validation split of the run"

@@ -32,7 +32,13 @@ from .checkpoint import (
 from .config import DataConfig, LossConfig, TrainConfig, save_config
 from .data import load_dataset
 from .data.schema import AnnotatedDataset, LabelSpace
-from .evaluation import EncodedSplit, encode_split, evaluate_split, model_inputs
+from .evaluation import (
+    EncodedSplit,
+    constant_predictor_metrics,
+    encode_split,
+    evaluate_split,
+    model_inputs,
+)
 from .losses import LOSSES, MarginalEMA
 from .model import PreferenceModel
 
@@ -49,6 +55,7 @@ class TrainResult:
     best_metrics: dict | None
     final_metrics: dict | None
     steps: int
+    baseline_metrics: dict | None = None  # the constant train-mean predictor on valid
 
 
 @dataclasses.dataclass
@@ -202,6 +209,7 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
             f"{run_dir} already holds a run: pass --resume to continue it, or choose another "
             f"name (name=...)"
         )
+    accelerator.wait_for_everyone()  # every process has checked before anything is written
     if resume and resume_from is None and ckpt_root.exists():
         logger.warning("%s: no intact checkpoint to resume from; starting over", run_dir)
     if accelerator.is_main_process:
@@ -248,6 +256,9 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
     if resume_from is not None and accelerator.is_main_process:
         _truncate_metrics(metrics_file, state.step)  # drop records written after the checkpoint
     progress = _progress(total_steps, state.step, config.progress and accelerator.is_main_process)
+    tensorboard = (
+        _tensorboard(run_dir) if config.tensorboard and accelerator.is_main_process else None
+    )
     model.train()
     last_eval = None
     while state.step < total_steps:
@@ -290,18 +301,22 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
             if grad_norm is not None:
                 record["grad_norm"] = grad_norm
             _append_jsonl(metrics_file, record)
+            if tensorboard is not None:
+                _log_tensorboard(tensorboard, "train", record)
 
         is_last = state.step == total_steps
         if state.step % eval_every == 0 or is_last:
             last_eval, _ = evaluate_split(
                 accelerator.unwrap_model(model),
                 valid_split,
-                batch_size=config.eval_batch_size or optim.batch_size,
+                batch_size=config.eval_batch_size,
                 objective=eval_objective,
                 objective_batch_size=optim.batch_size,
             )
             if accelerator.is_main_process:
                 _append_jsonl(metrics_file, {"step": state.step, "split": "valid", **last_eval})
+                if tensorboard is not None:
+                    _log_tensorboard(tensorboard, "valid", {"step": state.step, **last_eval})
                 progress.write(f"step {state.step}: {_short(last_eval, config.select_metric)}")
                 value = last_eval.get(config.select_metric)
                 if is_improvement(config.select_metric, value, state.best_value):
@@ -314,8 +329,11 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
             )
         accelerator.wait_for_everyone()
     progress.close()
+    if tensorboard is not None:
+        tensorboard.close()
 
     # ---- finish
+    baseline = constant_predictor_metrics(train_split.empirical, valid_split)
     if accelerator.is_main_process:
         plot_curves(metrics_file, run_dir / "curves.png", config.loss.name, config.select_metric)
         summary = {
@@ -323,10 +341,11 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
             "select_metric": config.select_metric,
             "best": state.best_metrics,
             "final": last_eval,
+            "train_mean_predictor": baseline,
             "steps": state.step,
         }
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
-    return TrainResult(run_dir, state.best_metrics, last_eval, state.step)
+    return TrainResult(run_dir, state.best_metrics, last_eval, state.step, baseline)
 
 
 # -- helpers ----------------------------------------------------------------------------------
@@ -349,6 +368,20 @@ def _progress(total: int, initial: int, enabled: bool):
     from tqdm.auto import tqdm
 
     return tqdm(total=total, initial=initial, disable=not enabled, desc="train", unit="step")
+
+
+def _tensorboard(run_dir: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError as err:  # tensorboard is an optional extra
+        raise RuntimeError("tensorboard=true needs `pip install tensorboard`") from err
+    return SummaryWriter(log_dir=str(run_dir / "tensorboard"))
+
+
+def _log_tensorboard(writer, split: str, record: dict) -> None:
+    for key, value in record.items():
+        if key != "step" and isinstance(value, (int, float)) and value == value:
+            writer.add_scalar(f"{split}/{key}", value, record["step"])
 
 
 def _short(results: dict, select_metric: str) -> str:
