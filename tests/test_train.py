@@ -243,9 +243,19 @@ def _run_training_subprocess(config_path: Path, resume: bool) -> subprocess.Pope
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
-def test_sigkill_then_resume_ends_with_the_same_weights(tmp_path, tiny_encoder_dir):
-    """A run killed with SIGKILL after a checkpoint and resumed ends bit-for-bit (to float
-    tolerance) where an uninterrupted run ends: weights, optimiser, RNG (dropout), data order."""
+def _wait_for_checkpoint(proc, ckpt: Path, name: str) -> None:
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        if any(p.name >= name for p in ckpt.glob("step-*")):
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"no {name} while running: " + proc.stderr.read().decode()[-2000:])
+
+
+def test_sigterm_and_sigkill_then_resume_end_with_the_same_weights(tmp_path, tiny_encoder_dir):
+    """A run stopped by SIGTERM (graceful: checkpoint at the next step, exit 130) and later
+    killed by SIGKILL, resumed each time, ends where an uninterrupted run ends: weights,
+    optimiser, RNG (dropout), EMA and data order all carry over."""
     common = [
         f"model.encoder={tiny_encoder_dir}",
         "model.max_length=48",
@@ -265,60 +275,43 @@ def test_sigkill_then_resume_ends_with_the_same_weights(tmp_path, tiny_encoder_d
     full = load_config(None, common + [f"output_dir={tmp_path}", "name=full"])
     train(full)
 
-    killed = load_config(None, common + [f"output_dir={tmp_path}", "name=killed"])
-    config_path = tmp_path / "killed.yaml"
-    save_config(killed, config_path)
+    stopped = load_config(None, common + [f"output_dir={tmp_path}", "name=stopped"])
+    config_path = tmp_path / "stopped.yaml"
+    save_config(stopped, config_path)
+    ckpt = stopped.run_dir / "checkpoint"
+
     proc = _run_training_subprocess(config_path, resume=False)
-    ckpt = killed.run_dir / "checkpoint"
-    deadline = time.time() + 240
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            break
-        if any(p.name >= "step-00000010" for p in ckpt.glob("step-*")):
-            break
-        time.sleep(0.05)
-    assert proc.poll() is None, (
-        "training finished before it could be killed: " + proc.stderr.read().decode()[-2000:]
-    )
+    _wait_for_checkpoint(proc, ckpt, "step-00000005")
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err.decode()[-2000:]
+    assert "--resume" in err.decode()
+    stopped_at = max(int(p.name[5:]) for p in ckpt.glob("step-*"))
+    assert 5 <= stopped_at < 40
+    rows = [json.loads(x) for x in (stopped.run_dir / "metrics.jsonl").open()]
+    assert max(r["step"] for r in rows) == stopped_at  # stopped at the step boundary it saved
+
+    proc = _run_training_subprocess(config_path, resume=True)
+    _wait_for_checkpoint(proc, ckpt, f"step-{stopped_at + 10:08d}")
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    steps_done = [json.loads(x)["step"] for x in (killed.run_dir / "metrics.jsonl").open()]
-    assert max(steps_done) < 40  # it really stopped midway
+    assert max(json.loads(x)["step"] for x in (stopped.run_dir / "metrics.jsonl").open()) < 40
 
     resumed = _run_training_subprocess(config_path, resume=True)
     _, err = resumed.communicate(timeout=600)
     assert resumed.returncode == 0, err.decode()[-3000:]
 
-    final_full = load_file(
-        str(max((full.run_dir / "checkpoint").glob("step-*")) / "model" / "model.safetensors")
-    )
-    final_resumed = load_file(str(max(ckpt.glob("step-*")) / "model" / "model.safetensors"))
-    assert max(ckpt.glob("step-*")).name == "step-00000040"
-    assert final_full.keys() == final_resumed.keys()
-    for key in final_full:
-        torch.testing.assert_close(final_resumed[key], final_full[key], rtol=1e-5, atol=1e-6)
-
-
-def test_unlabelled_items_are_counted_or_refused_with_strict(tmp_path, tiny_encoder_dir, capsys):
-    data = tmp_path / "train.jsonl"
-    rows = [{"response": f"reply {i}", "labels": ["good", "bad", "good"][: 1 + i % 3]} for i in range(20)]
-    rows.insert(5, {"response": "nobody labelled me", "labels": [None, None]})
-    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    (tmp_path / "meta.json").write_text(json.dumps({"classes": ["bad", "good"], "utilities": [0, 1]}))
-    args = [
-        "train",
-        f"output_dir={tmp_path / 'runs'}",
-        f"model.encoder={tiny_encoder_dir}",
-        "data.format=native",
-        f"data.train={data}",
-        "data.valid_fraction=0.2",
-        "optim.batch_size=4",
-        "optim.max_steps=1",
-        "progress=false",
+    final = max((full.run_dir / "checkpoint").glob("step-*"))
+    final_resumed = max(ckpt.glob("step-*"))
+    assert final.name == final_resumed.name == "step-00000040"
+    weights_full = load_file(str(final / "model" / "model.safetensors"))
+    weights_resumed = load_file(str(final_resumed / "model" / "model.safetensors"))
+    assert weights_full.keys() == weights_resumed.keys()
+    for key in weights_full:
+        torch.testing.assert_close(weights_resumed[key], weights_full[key], rtol=1e-5, atol=1e-6)
+    steps = [
+        json.loads(x)["step"]
+        for x in (stopped.run_dir / "metrics.jsonl").open()
+        if json.loads(x)["split"] == "train"
     ]
-    assert cli_main(args + ["name=lenient"]) == 0
-    stats = json.loads((tmp_path / "runs" / "lenient" / "data_stats.json").read_text())
-    assert stats["train_load"]["read"] == 21 and stats["train_load"]["skipped"] == 1
-    assert stats["train_items"] + stats["valid_items"] == 20
-    assert cli_main(args + ["name=strict", "--strict"]) == 2
-    assert f"{data}:6:" in capsys.readouterr().err
+    assert steps == list(range(1, 41))  # no duplicated or missing records after two resumes

@@ -150,10 +150,15 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, DataError, FileNotFoundError) as err:
         print(f"bayespref {args.command}: error: {err}", file=sys.stderr)
         return 2
-    except Exception as err:  # RunExistsError and friends: one clear line, no traceback
-        from .train import RunExistsError
+    except Exception as err:  # known failures: one clear line, no traceback
+        from .checkpoint import CheckpointError
+        from .safety import RunLockedError, TrainingInterrupted
+        from .train import NonFiniteError, RunExistsError
 
-        if isinstance(err, RunExistsError):
+        if isinstance(err, TrainingInterrupted):
+            print(f"bayespref {args.command}: {err}", file=sys.stderr)
+            return 130
+        if isinstance(err, (RunExistsError, RunLockedError, NonFiniteError, CheckpointError)):
             print(f"bayespref {args.command}: error: {err}", file=sys.stderr)
             return 2
         raise

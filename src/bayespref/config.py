@@ -145,6 +145,9 @@ class TrainConfig:
     )
     score: str = _field("expected-utility", "scoring rule: expected-utility | worst-class")
     mixed_precision: str = _field("no", "no | bf16 | fp16 (losses stay float32)")
+    on_nonfinite: str = _field(
+        "stop", "a non-finite loss or gradient: stop (keep the last good checkpoint) | skip"
+    )
     tensorboard: bool = _field(False, "also log to TensorBoard in the run directory")
     progress: bool = _field(True, "show a progress bar")
 
@@ -153,6 +156,8 @@ class TrainConfig:
             raise ConfigError(f"score must be expected-utility|worst-class, got {self.score!r}")
         if self.mixed_precision not in ("no", "bf16", "fp16"):
             raise ConfigError(f"mixed_precision must be no|bf16|fp16, got {self.mixed_precision!r}")
+        if self.on_nonfinite not in ("stop", "skip"):
+            raise ConfigError(f"on_nonfinite must be stop|skip, got {self.on_nonfinite!r}")
         if self.keep_last < 1:
             raise ConfigError("keep_last must be >= 1")
         from .metrics import METRICS

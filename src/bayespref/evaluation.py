@@ -32,6 +32,7 @@ class EncodedSplit:
     """
 
     name: str
+    ids: list[str]
     items: list[dict[str, list[int]]]
     prior: np.ndarray
     empirical: np.ndarray
@@ -61,6 +62,7 @@ def encode_split(
     ]
     return EncodedSplit(
         name=name or dataset.name,
+        ids=[ex.id for ex in dataset.examples],
         items=items,
         prior=smoothed_prior(counts, alpha).astype(np.float32),
         empirical=empirical_distribution(counts),

@@ -6,6 +6,7 @@ checkpoint) -> curves. Runs on one CPU or many GPUs under ``accelerate launch``.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -21,6 +22,7 @@ from torch import Tensor
 
 from . import metrics as metrics_lib
 from .checkpoint import (
+    CheckpointError,
     atomic_write_dir,
     latest_checkpoint,
     load_optimizer,
@@ -41,12 +43,17 @@ from .evaluation import (
 )
 from .losses import LOSSES, MarginalEMA
 from .model import PreferenceModel
+from .safety import GracefulStop, RunLock, TrainingInterrupted
 
 logger = logging.getLogger(__name__)
 
 
 class RunExistsError(RuntimeError):
     """The run directory already holds a run and ``resume`` was not asked for."""
+
+
+class NonFiniteError(RuntimeError):
+    """A non-finite loss or gradient; the step was not applied."""
 
 
 @dataclasses.dataclass
@@ -62,7 +69,8 @@ class TrainResult:
 class TrainerState:
     """Everything besides weights and optimiser that a resumed run needs."""
 
-    step: int = 0  # optimiser steps taken
+    step: int = 0  # optimiser steps taken (a skipped non-finite step counts: its data is used)
+    skipped_steps: int = 0  # non-finite steps not applied (on_nonfinite=skip)
     best_value: float | None = None
     best_step: int | None = None
     best_metrics: dict | None = None
@@ -198,9 +206,15 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
     """
     from accelerate import Accelerator
 
-    # ---- setup
     seed_everything(config.seed)
     accelerator = Accelerator(mixed_precision=config.mixed_precision)
+    lock = RunLock(config.run_dir) if accelerator.is_main_process else contextlib.nullcontext()
+    with lock, GracefulStop() as stop:
+        return _train(config, resume, accelerator, stop)
+
+
+def _train(config: TrainConfig, resume: bool, accelerator, stop: GracefulStop) -> TrainResult:
+    # ---- setup
     run_dir = config.run_dir
     ckpt_root = run_dir / "checkpoint"
     resume_from = latest_checkpoint(ckpt_root) if resume else None
@@ -264,6 +278,7 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
     while state.step < total_steps:
         step_start = time.perf_counter()
         step_loss = 0.0
+        ema_before = ema.state_dict() if ema is not None else None  # restored if non-finite
         for micro in range(optim.grad_accum):
             indices = micro_batch_indices(
                 state.step * optim.grad_accum + micro,
@@ -282,13 +297,17 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
             loss = losses.mean() / optim.grad_accum
             accelerator.backward(loss)
             step_loss += float(loss.detach())
-        grad_norm = None
-        if optim.max_grad_norm is not None:
-            grad_norm = float(accelerator.clip_grad_norm_(model.parameters(), optim.max_grad_norm))
+        max_norm = optim.max_grad_norm if optim.max_grad_norm is not None else math.inf
+        grad_norm = float(accelerator.clip_grad_norm_(model.parameters(), max_norm))
         lr = lr_at(state.step, total_steps, warmup_steps, optim.lr)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        optimizer.step()
+        if math.isfinite(step_loss) and math.isfinite(grad_norm):
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            optimizer.step()
+        else:  # never apply a non-finite update: stop (default) or skip the batch
+            if ema is not None:
+                ema.load_state_dict(ema_before)
+            _handle_nonfinite(config, state, train_split, optim, world, step_loss, grad_norm)
         optimizer.zero_grad(set_to_none=True)
         state.step += 1
         progress.update(1)
@@ -298,8 +317,7 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
             record = {"step": state.step, "split": "train", "loss": step_loss, "lr": lr}
             record["epoch"] = state.step / steps_per_epoch
             record["step_seconds"] = time.perf_counter() - step_start
-            if grad_norm is not None:
-                record["grad_norm"] = grad_norm
+            record["grad_norm"] = grad_norm
             _append_jsonl(metrics_file, record)
             if tensorboard is not None:
                 _log_tensorboard(tensorboard, "train", record)
@@ -323,11 +341,20 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
                     state.best_value, state.best_step = value, state.step
                     state.best_metrics = dict(last_eval)
                     _save_best(accelerator.unwrap_model(model), run_dir, state)
-        if (state.step % save_every == 0 or is_last) and accelerator.is_main_process:
+        stopping = _stop_requested(stop, accelerator) and not is_last
+        if (state.step % save_every == 0 or is_last or stopping) and accelerator.is_main_process:
             _save_training_state(
                 ckpt_root, accelerator.unwrap_model(model), optimizer, ema, state, config
             )
         accelerator.wait_for_everyone()
+        if stopping:
+            progress.close()
+            raise TrainingInterrupted(
+                f"stopped by {stop.signal_name or 'a signal'} at step {state.step}/{total_steps} "
+                f"after saving {ckpt_root / step_dir_name(state.step)}; continue with: "
+                f"bayespref train --config {run_dir / 'config.yaml'} --resume",
+                state.step,
+            )
     progress.close()
     if tensorboard is not None:
         tensorboard.close()
@@ -349,6 +376,47 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
 
 
 # -- helpers ----------------------------------------------------------------------------------
+
+
+def _stop_requested(stop: GracefulStop, accelerator) -> bool:
+    """A signal on any process stops every process at the same step."""
+    if accelerator.num_processes == 1:
+        return stop.requested
+    flag = torch.tensor([1.0 if stop.requested else 0.0], device=accelerator.device)
+    return bool(accelerator.gather(flag).max() > 0)
+
+
+def _handle_nonfinite(config, state, split: EncodedSplit, optim, world, loss, grad_norm) -> None:
+    ids = []
+    for micro in range(optim.grad_accum):
+        for rank in range(world):
+            indices = micro_batch_indices(
+                state.step * optim.grad_accum + micro,
+                len(split),
+                optim.batch_size,
+                world,
+                rank,
+                config.seed,
+            )
+            ids.extend(split.ids[i] for i in indices)
+    record = {"step": state.step + 1, "loss": loss, "grad_norm": grad_norm, "ids": ids}
+    _append_jsonl(config.run_dir / "nonfinite.jsonl", record)
+    what = f"loss {loss}, gradient norm {grad_norm}"
+    if config.on_nonfinite == "skip":
+        state.skipped_steps += 1
+        logger.warning(
+            "non-finite step %d skipped (%s; %d skipped so far); batch ids in %s",
+            state.step + 1,
+            what,
+            state.skipped_steps,
+            config.run_dir / "nonfinite.jsonl",
+        )
+        return
+    raise NonFiniteError(
+        f"non-finite values at step {state.step + 1} ({what}); the step was not applied and the "
+        f"last good checkpoint is kept. The batch's item ids are in "
+        f"{config.run_dir / 'nonfinite.jsonl'}. Set on_nonfinite=skip to skip such batches."
+    )
 
 
 def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
@@ -447,7 +515,15 @@ def _save_training_state(ckpt_root, model, optimizer, ema, state: TrainerState, 
             payload["ema"] = _jsonable(payload["ema"])
         (folder / "trainer_state.json").write_text(json.dumps(payload), encoding="utf-8")
 
-    atomic_write_dir(ckpt_root / step_dir_name(state.step), write)
+    try:
+        atomic_write_dir(ckpt_root / step_dir_name(state.step), write)
+    except OSError as err:
+        previous = latest_checkpoint(ckpt_root, verify=False)
+        raise CheckpointError(
+            f"could not write the checkpoint of step {state.step} ({err}); "
+            f"{'the previous checkpoint ' + str(previous) + ' is intact' if previous else 'no earlier checkpoint exists'}. "
+            f"Free space (or fix the error) and continue with --resume."
+        ) from err
     prune_checkpoints(ckpt_root, config.keep_last)
 
 
