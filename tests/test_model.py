@@ -125,3 +125,24 @@ def test_peft_trains_only_adapters_and_head_and_round_trips(tiny_encoder_dir, tm
     loaded = PreferenceModel.load(tmp_path / peft)
     with torch.no_grad():
         torch.testing.assert_close(loaded(**batch), model(**batch))
+
+
+def test_a_run_directory_cannot_switch_on_remote_code(tiny_encoder_dir, tmp_path, monkeypatch):
+    model = build(tiny_encoder_dir)
+    model.save(tmp_path / "m")
+    meta_path = tmp_path / "m" / "preference_model.json"
+    meta = json.loads(meta_path.read_text())
+    meta["model"]["trust_remote_code"] = True  # a tampered, downloaded run
+    meta_path.write_text(json.dumps(meta))
+    seen = []
+    import transformers
+
+    real = transformers.AutoConfig.from_pretrained
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("trust_remote_code"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(transformers.AutoConfig, "from_pretrained", spy)
+    loaded = PreferenceModel.load(tmp_path / "m")
+    assert seen and not any(seen) and loaded.config.trust_remote_code is False

@@ -96,21 +96,26 @@ class PreferenceModel(nn.Module):
         return cls(encoder, tokenizer, label_space, config)
 
     @classmethod
-    def from_run(cls, path: str | os.PathLike, checkpoint: str = "best") -> PreferenceModel:
+    def from_run(
+        cls, path: str | os.PathLike, checkpoint: str = "best", trust_remote_code: bool = False
+    ) -> PreferenceModel:
         """Load a trained model from a run directory (or directly from a model folder).
 
         ``checkpoint`` is ``best`` (default), ``last``, or a folder name under ``checkpoint/``.
+        Code shipped with a model runs only with ``trust_remote_code=True`` passed here; the
+        value stored in the run directory is ignored (a downloaded run cannot turn it on).
         """
         folder = find_model_dir(Path(path), checkpoint)
-        return cls.load(folder)
+        return cls.load(folder, trust_remote_code=trust_remote_code)
 
     @classmethod
-    def load(cls, folder: str | os.PathLike) -> PreferenceModel:
+    def load(cls, folder: str | os.PathLike, trust_remote_code: bool = False) -> PreferenceModel:
+        """Load a folder written by :meth:`save`: safetensors and JSON only, never pickle."""
         from transformers import AutoConfig, AutoModel, AutoTokenizer
 
         folder = Path(folder)
         meta = json.loads((folder / MODEL_META).read_text(encoding="utf-8"))
-        config = ModelConfig(**meta["model"])
+        config = ModelConfig(**{**meta["model"], "trust_remote_code": trust_remote_code})
         label_space = LabelSpace.from_dict(meta["label_space"])
         encoder_config = AutoConfig.from_pretrained(
             folder / "encoder", trust_remote_code=config.trust_remote_code
