@@ -149,3 +149,38 @@ def test_a_corrupted_checkpoint_is_detected_and_resume_falls_back(tmp_path, tiny
     train(config, resume=True)
     verify_manifest(ckpt / "step-00000006")
     _assert_same_weights(_final_weights(config.run_dir), _final_weights(reference.run_dir))
+
+
+def test_a_second_signal_exits_at_once(tmp_path):
+    import subprocess
+    import sys
+
+    script = (
+        "import os, signal, sys, time\n"
+        "from bayespref.safety import GracefulStop\n"
+        "with GracefulStop() as stop:\n"
+        "    os.kill(os.getpid(), signal.SIGTERM)\n"
+        "    print('requested', stop.requested, flush=True)\n"
+        "    os.kill(os.getpid(), signal.SIGTERM)\n"
+        "    time.sleep(10)\n"
+        "    print('not reached', flush=True)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
+    )
+    assert proc.stdout.splitlines() == ["requested True"]
+    assert proc.returncode == 128 + 15
+
+
+def test_resume_after_a_transient_non_finite_stop_matches_an_uninterrupted_run(
+    tmp_path, tiny_encoder_dir, monkeypatch
+):
+    reference = tiny(tmp_path, tiny_encoder_dir, "name=reference", "save_every=2")
+    train(reference)
+    config = tiny(tmp_path, tiny_encoder_dir, "save_every=2")
+    with monkeypatch.context() as patch:
+        _poison_step(patch, {5})
+        with pytest.raises(NonFiniteError):
+            train(config)
+    train(config, resume=True)  # the fault is gone: resume from step 4
+    _assert_same_weights(_final_weights(config.run_dir), _final_weights(reference.run_dir))
