@@ -171,6 +171,15 @@ def load_split(data: DataConfig, spec, split: str) -> AnnotatedDataset:
     return dataset
 
 
+def training_prior(dataset: AnnotatedDataset, data: DataConfig) -> np.ndarray | None:
+    """The training split's prior when ``data.prior`` is not the count prior (None: counts)."""
+    if data.prior == "dawid-skene":
+        from .data.aggregation import dawid_skene_prior
+
+        return dawid_skene_prior(dataset, data.alpha)
+    return None
+
+
 def load_train_valid(data: DataConfig, seed: int) -> tuple[AnnotatedDataset, AnnotatedDataset]:
     """Training and validation sets; holds out ``valid_fraction`` of train when valid is null."""
     if data.train is None and data.format != "synthetic":
@@ -232,7 +241,9 @@ def _train(config: TrainConfig, resume: bool, accelerator, stop: GracefulStop) -
 
     train_set, valid_set = load_train_valid(config.data, config.seed)
     model = PreferenceModel.build(config.model, train_set.label_space)
-    train_split = encode_split(model, train_set, config.data.alpha, "train")
+    train_split = encode_split(
+        model, train_set, config.data.alpha, "train", prior=training_prior(train_set, config.data)
+    )
     valid_split = encode_split(model, valid_set, config.data.alpha, "valid")
     if accelerator.is_main_process:
         _write_data_stats(run_dir, train_split, valid_split, train_set, valid_set)
@@ -598,16 +609,22 @@ def plot_curves(metrics_file: Path, out: Path, loss_name: str, select_metric: st
     shown = [select_metric] + [m for m in ("soft_ce", "jsd") if m != select_metric]
     for i, name in enumerate(shown):
         if valid_rows and name in valid_rows[0]:
+            spec = metrics_lib.METRICS.get(name)
+            arrow = (
+                ""
+                if spec is None or spec.higher_is_better is None
+                else (" (higher is better)" if spec.higher_is_better else " (lower is better)")
+            )
             ax.plot(
                 [r["step"] for r in valid_rows],
                 [r[name] for r in valid_rows],
                 "o-",
                 color=f"C{i + 2}",
-                label=name,
+                label=name + arrow,
             )
     if valid_rows and "entropy_floor" in valid_rows[0]:
         ax.axhline(valid_rows[0]["entropy_floor"], ls="--", color="gray", label="H(t) floor")
-    ax.set(xlabel="optimiser step", title="validation vs annotators (lower is better)")
+    ax.set(xlabel="optimiser step", title="validation metrics")
     ax.legend()
     fig.tight_layout()
     fig.savefig(out, dpi=110)
