@@ -1,4 +1,4 @@
-"""The ``bayespref`` command line: ``train``, ``evaluate``, ``score``.
+"""The ``bayespref`` command line: ``train``, ``evaluate``, ``score``, ``compare``.
 
 Each subcommand is a thin layer over the Python API; configs are YAML files plus
 ``key=value`` overrides (``bayespref train --config configs/synthetic.yaml loss.name=jsd``).
@@ -11,6 +11,8 @@ import json
 import logging
 import sys
 from pathlib import Path
+
+from . import __version__
 
 logger = logging.getLogger("bayespref")
 
@@ -92,12 +94,33 @@ def cmd_score(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    import shlex
+
+    from .study import load_study, run_study
+
+    study = load_study(args.config, quick=args.quick, overrides=args.set)
+    command = " ".join(shlex.quote(a) for a in ["bayespref", *sys.argv[1:]])
+    result = run_study(
+        study,
+        report_only=args.report_only,
+        train_overrides=list(args.overrides),
+        command=command,
+    )
+    print(f"cells: {result.outcome}")
+    print(f"report: {result.report}")
+    for plot in result.plots:
+        print(f"plot:   {plot}")
+    return 0
+
+
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="bayespref",
         description="Disagreement-aware preference models from multi-annotator labels.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--version", action="version", version=f"bayespref {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="train a preference model -> runs/<name>/")
@@ -130,6 +153,20 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", default="best", help="best | last")
     p.add_argument("--batch-size", type=int, default=64)
     p.set_defaults(func=cmd_score)
+
+    p = sub.add_parser(
+        "compare", help="loss study: losses x seeds x data sets, cached -> report.md + plots"
+    )
+    p.add_argument("--config", required=True, help="study YAML (e.g. configs/study.yaml)")
+    p.add_argument("--quick", action="store_true", help="the study's quick section (minutes)")
+    p.add_argument(
+        "--report-only", action="store_true", help="train nothing; report the finished cells"
+    )
+    p.add_argument(
+        "--set", action="append", default=[], help="study key=value override (repeatable)"
+    )
+    p.add_argument("overrides", nargs="*", help="key=value overrides applied to every cell")
+    p.set_defaults(func=cmd_compare)
     return parser
 
 
@@ -153,12 +190,14 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as err:  # known failures: one clear line, no traceback
         from .checkpoint import CheckpointError
         from .safety import RunLockedError, TrainingInterrupted
+        from .study import StudyError
         from .train import NonFiniteError, RunExistsError
 
         if isinstance(err, TrainingInterrupted):
             print(f"bayespref {args.command}: {err}", file=sys.stderr)
             return 130
-        if isinstance(err, (RunExistsError, RunLockedError, NonFiniteError, CheckpointError)):
+        known = (RunExistsError, RunLockedError, NonFiniteError, CheckpointError, StudyError)
+        if isinstance(err, known):
             print(f"bayespref {args.command}: error: {err}", file=sys.stderr)
             return 2
         raise

@@ -1,0 +1,7 @@
+"""``python -m bayespref`` is the ``bayespref`` command."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())
