@@ -8,7 +8,11 @@ import pytest
 
 from bayespref.config import ConfigError, TrainConfig, apply_overrides, load_config, save_config
 
-CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
+CONFIGS = sorted(
+    p
+    for p in (Path(__file__).resolve().parents[1] / "configs").glob("*.yaml")
+    if not p.stem.startswith("study")  # study grids, tested in test_study.py
+)
 
 
 def test_defaults_are_the_reference_loss():

@@ -47,12 +47,20 @@ class DataConfig:
         None, "override the classes: {names: [...], utilities: [...], tie_break: ...}"
     )
     alpha: float = _field(0.1, "prior smoothing: p = (count + alpha) / (n + C alpha)")
+    prior: str = _field(
+        "counts",
+        "training prior p: counts (raw annotator counts) | dawid-skene (the Dawid-Skene "
+        "posterior T of the training split in place of the counts: p = (n T + alpha) / "
+        "(n + C alpha)); evaluation targets are always the raw annotator distribution",
+    )
     max_train_items: int | None = _field(None, "random subsample of the training set (seeded)")
     strict: bool = _field(False, "refuse items with no usable label instead of skipping them")
 
     def __post_init__(self):
         if self.alpha < 0:
             raise ConfigError(f"data.alpha must be >= 0, got {self.alpha}")
+        if self.prior not in ("counts", "dawid-skene"):
+            raise ConfigError(f"data.prior must be counts|dawid-skene, got {self.prior!r}")
         if not 0.0 <= self.valid_fraction < 1.0:
             raise ConfigError(f"data.valid_fraction must be in [0, 1), got {self.valid_fraction}")
 

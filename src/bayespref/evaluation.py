@@ -52,9 +52,17 @@ class EncodedSplit:
 
 
 def encode_split(
-    model: PreferenceModel, dataset: AnnotatedDataset, alpha: float, name: str | None = None
+    model: PreferenceModel,
+    dataset: AnnotatedDataset,
+    alpha: float,
+    name: str | None = None,
+    prior: np.ndarray | None = None,
 ) -> EncodedSplit:
+    """Encode ``dataset``; ``prior`` (N, C) replaces the smoothed count prior when given
+    (e.g. a Dawid-Skene prior); the evaluation targets always come from the raw counts."""
     counts = dataset.counts()
+    if prior is not None and np.shape(prior) != counts.shape:
+        raise ValueError(f"prior must have shape {counts.shape}, got {np.shape(prior)}")
     space = dataset.label_space
     items = [
         encode_pair(model.tokenizer, ex.context, ex.response, model.config.max_length)
@@ -64,7 +72,9 @@ def encode_split(
         name=name or dataset.name,
         ids=[ex.id for ex in dataset.examples],
         items=items,
-        prior=smoothed_prior(counts, alpha).astype(np.float32),
+        prior=(smoothed_prior(counts, alpha) if prior is None else np.asarray(prior)).astype(
+            np.float32
+        ),
         empirical=empirical_distribution(counts),
         labels=majority_label(counts, space.utilities, space.tie_break),
         true_distribution=dataset.true_distributions(),
