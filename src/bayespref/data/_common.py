@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import json
 import logging
 import re
@@ -30,6 +31,31 @@ from .schema import AnnotatedDataset, AnnotatedExample, DataError, LabelSpace, L
 NO_USABLE_LABEL = "no usable label"
 
 _JSON_WS = re.compile(r"[ \t\n\r]*")
+
+# What ``json`` raises on bad input: JSONDecodeError (a ValueError), a plain ValueError for an
+# integer of more than 4300 digits or a repeated key (:func:`unique_keys`), RecursionError for
+# nesting too deep.
+JSON_ERRORS = (ValueError, RecursionError)
+
+
+def json_problem(err: Exception) -> str:
+    """What went wrong, for one of :data:`JSON_ERRORS` raised by ``json``."""
+    if isinstance(err, json.JSONDecodeError):
+        return err.msg
+    if isinstance(err, RecursionError):
+        return "nested too deeply"
+    return str(err).split(";")[0]
+
+
+def unique_keys(pairs: list[tuple[str, Any]]) -> dict:
+    """``object_pairs_hook`` for ``json``: the object, or ``ValueError`` when a key repeats
+    (plain ``json`` keeps the last value and drops the others silently)."""
+    obj = {}
+    for key, value in pairs:
+        if key in obj:
+            raise ValueError(f"key {key!r} appears twice in one object")
+        obj[key] = value
+    return obj
 
 
 def read_text(path: str | Path) -> str:
@@ -48,7 +74,8 @@ def read_text(path: str | Path) -> str:
     except OSError as err:
         raise DataError(f"cannot read file: {err.strerror or err}", str(path)) from None
     try:
-        return raw.decode("utf-8-sig")
+        # not "utf-8-sig": with a BOM its error offsets would count from after the BOM
+        text = raw.decode("utf-8")
     except UnicodeDecodeError as err:
         line = raw.count(b"\n", 0, err.start) + 1
         bad = raw[err.start : err.end]
@@ -58,6 +85,7 @@ def read_text(path: str | Path) -> str:
             str(path),
             line,
         ) from None
+    return text.removeprefix("\ufeff")
 
 
 def line_at(text: str, pos: int) -> int:
@@ -71,7 +99,7 @@ def iter_json_object(text: str, path: str) -> Iterator[tuple[str, Any, int]]:
     ``line`` is where the key starts, so errors about an item can point at it. A repeated key
     raises :class:`DataError` naming both lines (``json.load`` would keep the last silently).
     """
-    decoder = json.JSONDecoder()
+    decoder = json.JSONDecoder(object_pairs_hook=unique_keys)
     end = len(text)
     counted_to, line = 0, 1
 
@@ -82,13 +110,16 @@ def iter_json_object(text: str, path: str) -> Iterator[tuple[str, Any, int]]:
         return line
 
     def fail(problem: str, pos: int) -> DataError:
-        return DataError(problem, path, line_at(text, pos))
+        # at the end of a truncated file, point at its last line with content, not past it
+        return DataError(problem, path, line_at(text, min(pos, len(text.rstrip(" \t\n\r")))))
 
     def decode(pos: int) -> tuple[Any, int]:
         try:
             return decoder.raw_decode(text, pos)
         except json.JSONDecodeError as err:
             raise fail(f"bad JSON: {err.msg}", err.pos) from None
+        except JSON_ERRORS as err:
+            raise fail(f"bad JSON: {json_problem(err)}", pos) from None
 
     pos = _JSON_WS.match(text, 0).end()
     if pos >= end or text[pos] != "{":
@@ -127,8 +158,12 @@ def iter_json_object(text: str, path: str) -> Iterator[tuple[str, Any, int]]:
 
 def csv_rows(text: str, path: str) -> Iterator[tuple[list[str], int]]:
     """Yield ``(row, physical line where the row starts)`` of CSV ``text``; blank lines are
-    passed over. Quoted fields may span lines; a broken quote raises :class:`DataError`."""
-    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    passed over. Quoted fields may span lines; a broken quote raises :class:`DataError` at the
+    line where its row starts. Lines are counted at ``\n`` as everywhere else (``csv`` itself
+    also counts a lone ``\r``, e.g. one inside a quoted field)."""
+    lines = io.StringIO(text, newline="").readlines()
+    line_of = list(itertools.accumulate((s.count("\n") for s in lines), initial=1))
+    reader = csv.reader(lines, strict=True)
     last = 0
     while True:
         try:
@@ -136,8 +171,8 @@ def csv_rows(text: str, path: str) -> Iterator[tuple[list[str], int]]:
         except StopIteration:
             return
         except csv.Error as err:
-            raise DataError(f"bad CSV: {err}", path, reader.line_num) from None
-        start, last = last + 1, reader.line_num
+            raise DataError(f"bad CSV: {err}", path, line_of[last]) from None
+        start, last = line_of[last], reader.line_num
         if row:
             yield row, start
 
@@ -196,20 +231,30 @@ class Collector:
     def read(self) -> None:
         self.report.read += 1
 
-    def keep(self, example: AnnotatedExample, place: int | None) -> None:
-        """Add ``example`` found at ``place`` (a line, or a ``unit`` number)."""
-        if example.id in self._id_places:
-            first = self._id_places[example.id]
+    def _claim(self, item_id: str, place: int | None) -> None:
+        if item_id in self._id_places:
+            first = self._id_places[item_id]
             where = f"{self.unit} {first}" if first is not None else "an earlier item"
             raise self.error(
-                f"duplicate id {example.id!r} (first seen on {where}); ids must be unique", place
+                f"duplicate id {item_id!r} (first seen on {where}); ids must be unique", place
             )
-        self._id_places[example.id] = place
+        self._id_places[item_id] = place
+
+    def keep(self, example: AnnotatedExample, place: int | None) -> None:
+        """Add ``example`` found at ``place`` (a line, or a ``unit`` number)."""
+        self._claim(example.id, place)
         self.examples.append(example)
         self.report.kept += 1
 
-    def skip(self, reason: str, place: int | None, detail: str = "") -> None:
-        """Count a skipped item, or raise :class:`DataError` when ``strict``."""
+    def skip(
+        self, reason: str, place: int | None, detail: str = "", item_id: str | None = None
+    ) -> None:
+        """Count a skipped item, or raise :class:`DataError` when ``strict``.
+
+        ``item_id``, when the item has one, still takes part in the duplicate-id check (a
+        skipped item and a kept one must not share an id)."""
+        if item_id is not None:
+            self._claim(item_id, place)
         if self.strict:
             text = f"{reason}: {detail}" if detail else reason
             raise self.error(f"{text} (strict=True: no item is skipped)", place)

@@ -33,6 +33,7 @@ Label schemes:
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 
 from ._common import NO_USABLE_LABEL, Collector, counts_of, csv_rows, read_text
@@ -67,6 +68,8 @@ CONVABUSE_BINARY = LabelSpace(
 )
 
 LABEL_SCHEMES = ("severity", "binary")
+# AnnotatorN_is_abuse.<severity>: N in ASCII digits, few enough for int() (not "Annotator²")
+_SEVERITY_COLUMN = re.compile(r"Annotator([0-9]{1,9})_is_abuse\..+", re.DOTALL)
 
 
 def convabuse_label_space(label_scheme: str) -> LabelSpace:
@@ -108,8 +111,14 @@ def load_convabuse(
     required = ["example_id", "prev_agent", "prev_user", "agent", "user"]
     missing = [c for c in required if c not in columns]
     annotator_ids = sorted(
-        {int(h[len("Annotator") :].split("_")[0]) for h in columns if _is_severity_column(h)}
+        {int(m[1]) for m in map(_SEVERITY_COLUMN.fullmatch, columns) if m is not None}
     )
+    # a column read twice would silently use its last copy (other columns may repeat)
+    used = [h.strip() for h in header]
+    used = [h for h in used if h in (*required, "conv_id", "bot") or _SEVERITY_COLUMN.fullmatch(h)]
+    repeated = sorted({h for h in used if used.count(h) > 1})
+    if repeated:
+        raise DataError(f"repeated CSV columns {repeated}", source, header_line)
     if missing or not annotator_ids:
         raise DataError(
             f"not a ConvAbuse split CSV: missing columns {missing or ['AnnotatorN_is_abuse.*']}",
@@ -139,12 +148,15 @@ def load_convabuse(
                 : None if repeats == "all" else 1
             ]:
                 annotations.append((annotator, severity_class(severity, label_scheme)))
+        item_id = row[columns["example_id"]].strip()
         if not annotations:
-            collector.skip(NO_USABLE_LABEL, line, "no annotator labelled this item")
+            collector.skip(
+                NO_USABLE_LABEL, line, "no annotator labelled this item", item_id=item_id
+            )
             continue
         turns = [row[columns[c]] for c in ("prev_agent", "prev_user", "agent")]
         example = AnnotatedExample(
-            id=row[columns["example_id"]].strip(),
+            id=item_id,
             context=[t for t in turns if t.strip()],
             response=row[columns["user"]],
             counts=counts_of([c for _, c in annotations], space.num_classes),
@@ -153,11 +165,6 @@ def load_convabuse(
         )
         collector.keep(example, line)
     return collector.finish()
-
-
-def _is_severity_column(header: str) -> bool:
-    head, _, rest = header.partition("_is_abuse.")
-    return head.startswith("Annotator") and head[len("Annotator") :].isdigit() and bool(rest)
 
 
 def _group_severities(cells: list[str], annotator: str, path: str, line: int) -> list[int]:

@@ -27,7 +27,7 @@ import logging
 from pathlib import Path
 
 from ._common import NO_USABLE_LABEL, Collector
-from .native import parse_record, resolve_label_space
+from .native import parse_record, record_id, resolve_label_space
 from .schema import AnnotatedDataset, DataError, LabelSpace
 
 logger = logging.getLogger(__name__)
@@ -117,7 +117,8 @@ def load_hf(
             prefix=f"row {row_number}: ",
         )
         if example is None:
-            collector.skip(NO_USABLE_LABEL, row_number, problem)
+            item_id = record_id(record, f"{path.name}:{row_number}", None)
+            collector.skip(NO_USABLE_LABEL, row_number, problem, item_id=item_id)
         else:
             collector.keep(example, row_number)
     return collector.finish()

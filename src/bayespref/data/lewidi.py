@@ -33,13 +33,16 @@ import logging
 from pathlib import Path
 
 from ._common import (
+    JSON_ERRORS,
     NO_USABLE_LABEL,
     Collector,
     counts_of,
     iter_json_object,
+    json_problem,
     label_index,
     read_text,
     split_labels,
+    unique_keys,
 )
 from .convabuse import SEVERITIES, convabuse_label_space, severity_class
 from .schema import AnnotatedDataset, AnnotatedExample, DataError, LabelSpace, as_label_space
@@ -163,9 +166,9 @@ def _severity(label: str, fail) -> int:
 
 def _convabuse_turns(text: str, fail) -> tuple[list[str], str]:
     try:
-        turns = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise fail(f"'text' is not the expected JSON conversation: {err.msg}") from None
+        turns = json.loads(text, object_pairs_hook=unique_keys)
+    except JSON_ERRORS as err:
+        raise fail(f"'text' is not the expected JSON conversation: {json_problem(err)}") from None
     if not isinstance(turns, dict) or any(
         not isinstance(turns.get(t), str) for t in CONVABUSE_TURNS
     ):

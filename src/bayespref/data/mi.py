@@ -114,6 +114,11 @@ def load_mi(
     missing = [c for c in required if c not in columns]
     if missing:
         raise DataError(f"missing MI columns {missing} (header: {header})", source, header_line)
+    # a column read twice would silently use its last copy
+    names = [_normalise(h) for h in header]
+    repeated = sorted({n for n in names if n in required and names.count(n) > 1})
+    if repeated:
+        raise DataError(f"repeated MI columns {repeated} (header: {header})", source, header_line)
     extra = [(h.strip(), k) for k, h in enumerate(header) if _normalise(h) not in required]
 
     dialogs: dict[str, list[tuple[list[str], int]]] = {}
@@ -150,18 +155,19 @@ def load_mi(
                 code = row[columns[column]].strip()
                 if code not in MISSING:
                     annotations.append((annotator, mi_class(code, source, line)))
+            turn = row[columns["turn"]].strip()
+            item_id = f"{dialog_id}:{turn}"
             if not annotations:
-                collector.skip(NO_USABLE_LABEL, line, "all four MI annotations are '-'")
+                collector.skip(
+                    NO_USABLE_LABEL, line, "all four MI annotations are '-'", item_id=item_id
+                )
                 continue
             if context_turns is None:
                 context = list(speaker_turns)
             else:
-                context = (
-                    speaker_turns[len(speaker_turns) - context_turns :] if context_turns else []
-                )
-            turn = row[columns["turn"]].strip()
+                context = speaker_turns[-context_turns:] if context_turns else []
             example = AnnotatedExample(
-                id=f"{dialog_id}:{turn}",
+                id=item_id,
                 context=context,
                 response=text,
                 counts=counts_of([c for _, c in annotations], MI_LABEL_SPACE.num_classes),

@@ -80,7 +80,16 @@ from typing import Any
 
 import numpy as np
 
-from ._common import NO_USABLE_LABEL, Collector, counts_of, csv_rows, read_text
+from ._common import (
+    JSON_ERRORS,
+    NO_USABLE_LABEL,
+    Collector,
+    counts_of,
+    csv_rows,
+    json_problem,
+    read_text,
+    unique_keys,
+)
 from .schema import AnnotatedDataset, AnnotatedExample, DataError, LabelSpace, as_label_space
 
 logger = logging.getLogger(__name__)
@@ -90,6 +99,7 @@ LABEL_SEPARATOR = "|"
 COUNT_PREFIX = "count_"
 JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
 KNOWN_FIELDS = ("id", "context", "response", "labels", "counts", "annotators")
+MAX_COUNT = 2**31 - 1  # per class and item; keeps sums of counts far from int64 overflow
 
 
 def load_native(
@@ -133,7 +143,8 @@ def load_native(
             record, space, default_id=f"{path.name}:{line}", path=str(path), line=line
         )
         if example is None:
-            collector.skip(NO_USABLE_LABEL, line, problem)
+            item_id = record_id(record, f"{path.name}:{line}", None)
+            collector.skip(NO_USABLE_LABEL, line, problem, item_id=item_id)
         else:
             collector.keep(example, line)
     return collector.finish()
@@ -190,13 +201,7 @@ def parse_record(
 
     if not isinstance(record, Mapping):
         raise fail(f"expected a JSON object per line, got {type(record).__name__}")
-    item_id = record.get("id")
-    if item_id is None or item_id == "":
-        item_id = default_id
-    elif isinstance(item_id, (str, int)) and not isinstance(item_id, bool):
-        item_id = str(item_id)
-    else:
-        raise fail(f"'id' must be a string or an integer, got {type(item_id).__name__}")
+    item_id = record_id(record, default_id, fail)
     context = parse_context(record.get("context"), fail)
     response = record.get("response")
     if response is None:
@@ -263,6 +268,16 @@ def parse_record(
     )
 
 
+def record_id(record: Mapping[str, Any], default_id: str, fail) -> str:
+    """The id of a native record: its ``id`` as a string, or ``default_id`` when absent."""
+    item_id = record.get("id")
+    if item_id is None or item_id == "":
+        return default_id
+    if isinstance(item_id, (str, int)) and not isinstance(item_id, bool):
+        return str(item_id)
+    raise fail(f"'id' must be a string or an integer, got {type(item_id).__name__}")
+
+
 def parse_context(value: Any, fail) -> list[str]:
     if value is None or value == "":
         return []
@@ -300,6 +315,8 @@ def parse_counts(value: Any, label_space: LabelSpace, fail) -> np.ndarray:
             raise fail(f"counts must be non-negative integers, got {count!r}")
         if count < 0 or (isinstance(count, float) and not count.is_integer()):
             raise fail(f"counts must be non-negative integers, got {count!r}")
+        if count > MAX_COUNT:
+            raise fail(f"counts must be at most {MAX_COUNT}, got {count!r}")
         counts[index] = int(count)
     return counts
 
@@ -310,12 +327,14 @@ def _jsonl_records(text: str, path: str):
         if not raw.strip():
             continue
         try:
-            record = json.loads(raw)
+            record = json.loads(raw, object_pairs_hook=unique_keys)
         except json.JSONDecodeError as err:
             hint = " (native files are JSON Lines: one object per line)" if number == 1 else ""
             raise DataError(
                 f"bad JSON: {err.msg} at column {err.colno}{hint}", path, number
             ) from None
+        except JSON_ERRORS as err:
+            raise DataError(f"bad JSON: {json_problem(err)}", path, number) from None
         if not isinstance(record, dict):
             raise DataError(
                 f"expected a JSON object per line, got {type(record).__name__}", path, number
@@ -330,8 +349,8 @@ def _csv_list(cell: str, separator: str, column: str, fail) -> list:
     if cell.startswith("["):
         try:
             value = json.loads(cell)
-        except json.JSONDecodeError as err:
-            raise fail(f"column {column!r}: bad JSON list: {err.msg}") from None
+        except JSON_ERRORS as err:
+            raise fail(f"column {column!r}: bad JSON list: {json_problem(err)}") from None
         if not isinstance(value, list):
             raise fail(f"column {column!r}: expected a JSON list")
         return value
@@ -345,7 +364,7 @@ def _csv_context(cell: str, fail) -> list[str]:
     if stripped.startswith("[") and stripped.endswith("]"):
         try:
             value = json.loads(stripped)
-        except json.JSONDecodeError:
+        except JSON_ERRORS:
             value = None
         if isinstance(value, list) and all(isinstance(turn, str) for turn in value):
             return value
@@ -374,6 +393,14 @@ def _csv_records(text: str, path: str, label_space: LabelSpace):
                 count_columns[h] = label_space.index(h[len(COUNT_PREFIX) :])
             except KeyError as err:
                 raise DataError(f"column {h!r}: {err.args[0]}", path, header_line) from None
+            same = [c for c, index in count_columns.items() if index == count_columns[h]]
+            if len(same) > 1:
+                raise DataError(
+                    f"columns {same} both count class "
+                    f"{label_space.names[count_columns[h]]!r}; give one column per class",
+                    path,
+                    header_line,
+                )
     if ("labels" in columns) == bool(count_columns):
         raise DataError(
             f"give exactly one of a 'labels' column or 'count_<class>' columns (columns: {header})",

@@ -9,12 +9,17 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import re
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 TIE_RULES = ("less-preferred", "more-preferred", "first", "last")
+
+# A class index written as text: ASCII digits only (``str.isdigit`` also accepts "²", which
+# ``int`` rejects) and few enough of them for ``int`` (which refuses over 4300 digits).
+_INDEX_TEXT = re.compile(r"-?[0-9]{1,18}")
 
 
 class DataError(ValueError):
@@ -90,7 +95,7 @@ class LabelSpace:
             aliases = dict(self.aliases)
             if text in aliases:
                 return self.names.index(aliases[text])
-            if text.lstrip("-").isdigit() and 0 <= int(text) < self.num_classes:
+            if _INDEX_TEXT.fullmatch(text) and 0 <= int(text) < self.num_classes:
                 return int(text)
         raise KeyError(self._unknown(label))
 
