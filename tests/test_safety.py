@@ -184,3 +184,16 @@ def test_resume_after_a_transient_non_finite_stop_matches_an_uninterrupted_run(
             train(config)
     train(config, resume=True)  # the fault is gone: resume from step 4
     _assert_same_weights(_final_weights(config.run_dir), _final_weights(reference.run_dir))
+
+
+def test_loading_a_corrupted_best_model_is_a_clear_error(tmp_path, tiny_encoder_dir):
+    from bayespref.checkpoint import CheckpointError
+    from bayespref.model import PreferenceModel
+
+    config = tiny(tmp_path, tiny_encoder_dir, "optim.max_steps=2")
+    train(config)
+    PreferenceModel.from_run(config.run_dir)  # intact: loads
+    weights = config.run_dir / "checkpoint" / "best" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-100])
+    with pytest.raises(CheckpointError, match="model.safetensors is corrupted"):
+        PreferenceModel.from_run(config.run_dir)

@@ -106,6 +106,12 @@ class PreferenceModel(nn.Module):
         value stored in the run directory is ignored (a downloaded run cannot turn it on).
         """
         folder = find_model_dir(Path(path), checkpoint)
+        from .checkpoint import MANIFEST, verify_manifest
+
+        for candidate in (folder, folder.parent):  # best/ or step-N/ (model/ inside it)
+            if (candidate / MANIFEST).is_file():
+                verify_manifest(candidate)  # a truncated or altered file is a clear error
+                break
         return cls.load(folder, trust_remote_code=trust_remote_code)
 
     @classmethod
