@@ -92,7 +92,7 @@ class PreferenceModel(nn.Module):
         path = resolve_encoder_path(config.encoder)
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=config.trust_remote_code)
         encoder = AutoModel.from_pretrained(path, trust_remote_code=config.trust_remote_code)
-        encoder = _wrap_peft(encoder, config)
+        encoder = _wrap_peft(_drop_pooler(encoder), config)
         return cls(encoder, tokenizer, label_space, config)
 
     @classmethod
@@ -127,7 +127,7 @@ class PreferenceModel(nn.Module):
             folder / "encoder", trust_remote_code=config.trust_remote_code
         )
         encoder = AutoModel.from_config(encoder_config, trust_remote_code=config.trust_remote_code)
-        encoder = _wrap_peft(encoder, config)
+        encoder = _wrap_peft(_drop_pooler(encoder), config)
         tokenizer = AutoTokenizer.from_pretrained(
             folder / "tokenizer", trust_remote_code=config.trust_remote_code
         )
@@ -345,6 +345,15 @@ def _base_encoder(encoder: nn.Module) -> nn.Module:
     """The transformers model under a peft wrapper (or the encoder itself)."""
     get_base = getattr(encoder, "get_base_model", None)
     return get_base() if callable(get_base) else encoder
+
+
+def _drop_pooler(encoder: nn.Module) -> nn.Module:
+    """Remove the encoder's own pooler (BERT-style ``pooler``): we pool the hidden states
+    ourselves, and a parameter that never gets a gradient leaves DDP's gradient bucket
+    un-reduced, so processes would silently train on different gradients."""
+    if isinstance(getattr(encoder, "pooler", None), nn.Module):
+        encoder.pooler = None
+    return encoder
 
 
 def _wrap_peft(encoder: nn.Module, config: ModelConfig) -> nn.Module:

@@ -111,17 +111,43 @@ def micro_batch_indices(
     return order[start : start + batch_size]
 
 
-def make_objective(loss_config: LossConfig, ema: MarginalEMA | None, training: bool):
+def global_batch_gather(accelerator):
+    """``(B_local, C) -> (B_global, C)`` over all processes, differentiable; None alone.
+
+    The batch normaliser must see the global batch (METHOD section 2). The gather's backward
+    sends each shard's gradient back to the process that owns it (summed over processes), so
+    with DDP's gradient averaging the update equals one process on the global batch.
+    """
+    if accelerator.num_processes == 1:
+        return None
+    import torch.distributed as dist
+    from torch.distributed.nn.functional import all_gather
+
+    # A group of its own: the gather's backward runs a collective inside autograd while DDP's
+    # bucket all-reduces run from autograd hooks; on one group their order could differ
+    # between processes and mix up the data (seen with gloo).
+    group = dist.new_group()
+
+    def gather(local: Tensor) -> Tensor:
+        return torch.cat(all_gather(local.contiguous(), group=group), dim=0)
+
+    return gather
+
+
+def make_objective(loss_config: LossConfig, ema: MarginalEMA | None, training: bool, gather=None):
     """``objective(logits, prior, labels) -> (B,)`` for the configured loss.
 
     Every registry loss takes the same options and ignores those it does not use; the EMA is
-    updated only in training.
+    updated only in training; ``gather`` (training under data parallelism) widens the class
+    marginal to the global batch.
     """
     loss_fn = LOSSES[loss_config.name]
     options: dict = {
         "normaliser": loss_config.normaliser,
         "detach_target": loss_config.detach_target,
     }
+    if gather is not None:
+        options["gather"] = gather
     if loss_config.normaliser == "ema":
         options.update(ema=ema, update_ema=training)
 
@@ -265,7 +291,9 @@ def _train(config: TrainConfig, resume: bool, accelerator, stop: GracefulStop) -
         if config.loss.normaliser == "ema"
         else None
     )
-    train_objective = make_objective(config.loss, ema, training=True)
+    train_objective = make_objective(
+        config.loss, ema, training=True, gather=global_batch_gather(accelerator)
+    )
     eval_objective = make_objective(config.loss, ema, training=False)
     state = TrainerState()
 
