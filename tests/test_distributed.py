@@ -55,3 +55,23 @@ def test_two_processes_match_one_process_on_the_global_batch(
     assert sum(k.startswith("grad.") for k in single) > 10
     for key in single:
         torch.testing.assert_close(parallel[key], single[key], rtol=1e-5, atol=1e-6, msg=key)
+
+
+@pytest.mark.skipif(TORCHRUN is None, reason="torchrun not found beside the Python interpreter")
+def test_a_two_process_training_run_ends_with_a_checkpoint_that_evaluate_reads(
+    tmp_path, tiny_encoder_dir
+):
+    from bayespref.evaluation import evaluate_run
+
+    _run([
+        TORCHRUN, "--nproc_per_node", "2", "-m", "bayespref.cli", "train",
+        f"output_dir={tmp_path}", "name=ddp", f"model.encoder={tiny_encoder_dir}",
+        "model.max_length=32", "data.train={n: 96, seed: 1}", "data.valid={n: 24, seed: 2}",
+        "optim.batch_size=8", "optim.max_steps=4", "eval_every=2", "progress=false",
+    ])  # fmt: skip
+    run = tmp_path / "ddp"
+    rows = (run / "metrics.jsonl").read_text().splitlines()
+    assert sum('"split": "train"' in r for r in rows) == 4  # one writer, no duplicate records
+    assert (run / "checkpoint" / "step-00000004" / "manifest.json").is_file()
+    result = evaluate_run(str(run))
+    assert result["n"] == 24 and 0.0 <= result["model"]["accuracy"] <= 1.0

@@ -11,6 +11,7 @@ import dataclasses
 import json
 import logging
 import math
+import os
 import random
 import time
 from pathlib import Path
@@ -242,7 +243,13 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
     from accelerate import Accelerator
 
     seed_everything(config.seed)
-    accelerator = Accelerator(mixed_precision=config.mixed_precision)
+    # Under torchrun on a machine without CUDA, accelerate only sets up the (gloo) process
+    # group when told to run on the CPU; alone, it picks the device itself.
+    multi_process = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    accelerator = Accelerator(
+        mixed_precision=config.mixed_precision,
+        cpu=multi_process and not torch.cuda.is_available(),
+    )
     lock = RunLock(config.run_dir) if accelerator.is_main_process else contextlib.nullcontext()
     with lock, GracefulStop() as stop:
         return _train(config, resume, accelerator, stop)
