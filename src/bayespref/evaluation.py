@@ -91,13 +91,21 @@ def model_inputs(batch: dict[str, Tensor], device) -> dict[str, Tensor]:
 
 @torch.no_grad()
 def predict_logits(model, split: EncodedSplit, batch_size: int, device=None) -> Tensor:
-    """Logits (N, C), float32 on the CPU, in dataset order (model in eval mode: no dropout,
-    so an item's logits do not depend on how the items are batched)."""
+    """Logits (N, C), float32 on the CPU, in dataset order.
+
+    Runs in eval mode (restoring the previous mode): no dropout, so an item's logits do not
+    depend on how the items are batched.
+    """
     device = device or next(model.parameters()).device
-    out = []
-    for start in range(0, len(split), batch_size):
-        indices = np.arange(start, min(start + batch_size, len(split)))
-        out.append(model(**model_inputs(split.batch(indices), device)).float().cpu())
+    was_training = model.training
+    model.eval()
+    try:
+        out = []
+        for start in range(0, len(split), batch_size):
+            indices = np.arange(start, min(start + batch_size, len(split)))
+            out.append(model(**model_inputs(split.batch(indices), device)).float().cpu())
+    finally:
+        model.train(was_training)
     return torch.cat(out) if out else torch.zeros((0, split.prior.shape[1]))
 
 
@@ -141,12 +149,7 @@ def objective_on_split(
     seed: int = 0,
 ) -> float:
     """:func:`objective_from_logits` for a model (eval mode) over ``split``."""
-    was_training = model.training
-    model.eval()
-    try:
-        logits = predict_logits(model, split, batch_size)
-    finally:
-        model.train(was_training)
+    logits = predict_logits(model, split, batch_size)
     return objective_from_logits(logits, split, objective, batch_size, seed)
 
 
@@ -162,12 +165,7 @@ def evaluate_split(
     ``objective(logits, prior, labels) -> (B,)`` is the training loss in evaluation mode; it
     reuses the one forward pass over the split.
     """
-    was_training = model.training
-    model.eval()
-    try:
-        logits = predict_logits(model, split, batch_size)
-    finally:
-        model.train(was_training)
+    logits = predict_logits(model, split, batch_size)
     q = torch.softmax(logits, dim=-1).numpy()
     results = metrics_lib.compute_metrics(
         q, split.empirical, split.labels, true_distribution=split.true_distribution

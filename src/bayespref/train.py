@@ -433,18 +433,12 @@ def _stop_requested(stop: GracefulStop, accelerator) -> bool:
 
 
 def _handle_nonfinite(config, state, split: EncodedSplit, optim, world, loss, grad_norm) -> None:
-    ids = []
-    for micro in range(optim.grad_accum):
-        for rank in range(world):
-            indices = micro_batch_indices(
-                state.step * optim.grad_accum + micro,
-                len(split),
-                optim.batch_size,
-                world,
-                rank,
-                config.seed,
-            )
-            ids.extend(split.ids[i] for i in indices)
+    ids = [
+        split.ids[i]
+        for micro in range(state.step * optim.grad_accum, (state.step + 1) * optim.grad_accum)
+        for rank in range(world)
+        for i in micro_batch_indices(micro, len(split), optim.batch_size, world, rank, config.seed)
+    ]
     record = {"step": state.step + 1, "loss": loss, "grad_norm": grad_norm, "ids": ids}
     _append_jsonl(config.run_dir / "nonfinite.jsonl", record)
     what = f"loss {loss}, gradient norm {grad_norm}"
