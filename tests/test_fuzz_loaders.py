@@ -1183,6 +1183,8 @@ def lewidi_case(draw, fault: str | None = None):
         else:
             doc.chunks = [lead]
             line = 1
+        # the loader stops at the top level, before any item (or any strict skip) is reached
+        base = ("lewidi", name, doc, [], kwargs, strict, {})
         return finish(*base, fault=fault, line=line, kinds=("wrong type",))
     kinds: tuple[str, ...]
     if fault == "not an object":
