@@ -399,6 +399,19 @@ def byte_fault(draw, doc: Doc, fault: str, *, json_text: bool = False) -> dict:
     return dict(data=data, line=line, exact=False)
 
 
+def lay_out_csv(draw, doc, header, rows, items, nl, quote_all, max_leading_blanks) -> int:
+    """(Re)write ``doc`` from the header and the rows, with drawn blank lines before the header
+    and between rows; records each item's chunk and returns the header's chunk index."""
+    doc.chunks = [nl] * draw(st.integers(0, max_leading_blanks))
+    header_chunk = len(doc.chunks)
+    doc.chunks.append(csv_row(header, nl, quote_all))
+    for k, cells in enumerate(rows):
+        doc.chunks += [nl] * draw(st.integers(0, 1))
+        items[k].chunk = len(doc.chunks)
+        doc.chunks.append(csv_row([cells.get(h, "") for h in header], nl, quote_all))
+    return header_chunk
+
+
 def csv_row(cells: list[str], newline: str, quote_all: bool) -> str:
     """One CSV record (RFC 4180 quoting, written here rather than by the csv module)."""
     out = []
@@ -905,15 +918,7 @@ def native_csv_case(draw, fault: str | None = None):
     doc = Doc([], bom=draw(st.booleans()))
 
     def layout() -> int:
-        """(Re)write the document from header and rows; the header's chunk index."""
-        doc.chunks = [nl] * draw(st.integers(0, 2))
-        header_chunk = len(doc.chunks)
-        doc.chunks.append(csv_row(header, nl, quote_all))
-        for k, cells in enumerate(rows):
-            doc.chunks += [nl] * draw(st.integers(0, 1))
-            items[k].chunk = len(doc.chunks)
-            doc.chunks.append(csv_row([cells.get(h, "") for h in header], nl, quote_all))
-        return header_chunk
+        return lay_out_csv(draw, doc, header, rows, items, nl, quote_all, max_leading_blanks=2)
 
     header_chunk = layout()
     if draw(st.booleans()):
@@ -1353,14 +1358,7 @@ def convabuse_case(draw, fault: str | None = None):
     doc = Doc([], bom=draw(st.booleans()))
 
     def layout() -> int:
-        doc.chunks = [nl] * draw(st.integers(0, 1))
-        header_chunk = len(doc.chunks)
-        doc.chunks.append(csv_row(header, nl, quote_all))
-        for k, cells in enumerate(rows):
-            doc.chunks += [nl] * draw(st.integers(0, 1))
-            items[k].chunk = len(doc.chunks)
-            doc.chunks.append(csv_row([cells.get(h, "") for h in header], nl, quote_all))
-        return header_chunk
+        return lay_out_csv(draw, doc, header, rows, items, nl, quote_all, max_leading_blanks=1)
 
     header_chunk = layout()
     strict = fault.endswith("strict") or (
