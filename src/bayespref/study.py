@@ -562,6 +562,16 @@ _STYLES = ["-", "--", "-.", ":"]
 _MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*"]
 
 
+def _label_validation_axes(axes, metrics: tuple[str, str], title: str) -> None:
+    """Axis labels of a (soft CE, JSD) validation pair; ``{}`` in ``title`` takes the metric."""
+    for ax, metric in zip(axes, metrics, strict=True):
+        ax.set_xlabel("optimiser step")
+        ax.set_ylabel(f"validation {metric} (lower is better)")
+        ax.set_title(title.replace("{}", metric))
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+
+
 def write_plots(study: StudyConfig, cells: list[Cell], table: dict) -> list[Path]:
     """Curves per data set, objectives per loss, the batch sweep, detached vs not."""
     import matplotlib
@@ -587,12 +597,9 @@ def write_plots(study: StudyConfig, cells: list[Cell], table: dict) -> list[Path
                 steps, values = _curve(row_cells, study, "valid", metric)
                 if len(steps):
                     ax.plot(steps, values, _STYLES[k % 4], marker=_MARKERS[k % 8], label=row)
-        for ax, metric in zip(axes, ("soft CE", "JSD to the annotators"), strict=True):
-            ax.set_xlabel("optimiser step")
-            ax.set_ylabel(f"validation {metric} (lower is better)")
-            ax.set_title(f"{dataset}: validation {metric}, mean over seeds")
-            ax.grid(alpha=0.3)
-        axes[0].legend(fontsize=8)
+        _label_validation_axes(
+            axes, ("soft CE", "JSD to the annotators"), dataset + ": validation {}, mean over seeds"
+        )
         out.append(_save(fig, plots / f"{dataset}-validation.png"))
 
         # 2. each loss's own objective vs steps (train smoothed, valid at the training batch size)
@@ -625,12 +632,9 @@ def write_plots(study: StudyConfig, cells: list[Cell], table: dict) -> list[Path
                         if len(steps):
                             label = f"{through}: gradient {what}"
                             ax.plot(steps, values, style, marker=_MARKERS[k % 8], label=label)
-            for ax, metric in zip(axes, ("soft CE", "JSD"), strict=True):
-                ax.set_xlabel("optimiser step")
-                ax.set_ylabel(f"validation {metric} (lower is better)")
-                ax.set_title(f"{dataset}: gradient through the target vs detached")
-                ax.grid(alpha=0.3)
-            axes[0].legend(fontsize=8)
+            _label_validation_axes(
+                axes, ("soft CE", "JSD"), f"{dataset}: gradient through the target vs detached"
+            )
             out.append(_save(fig, plots / f"{dataset}-detached.png"))
 
         # 4. batch-size sensitivity of the batch normaliser vs the EMA normaliser
