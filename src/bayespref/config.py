@@ -83,8 +83,20 @@ class ModelConfig:
     lora_target_modules: list | None = _field(None, "LoRA target modules (default: peft's)")
     num_virtual_tokens: int = _field(16, "prefix-tuning length")
     trust_remote_code: bool = _field(False, "allow code shipped with a model (off: never run it)")
+    freeze_encoder: bool = _field(
+        False,
+        "train the head only, on pooled encoder features computed once per item (fast on a CPU; "
+        "the run stores the head and reloads the encoder from model.encoder)",
+    )
+    feature_cache: str | None = _field(
+        None,
+        "folder that caches frozen-encoder features across runs (freeze_encoder only); null: "
+        "features are computed in memory for each run",
+    )
 
     def __post_init__(self):
+        if self.freeze_encoder and self.peft != "none":
+            raise ConfigError("model.freeze_encoder trains the head only: set model.peft=none")
         if self.pooling not in ("response-mean", "mean", "cls"):
             raise ConfigError(f"model.pooling must be response-mean|mean|cls, got {self.pooling!r}")
         if self.peft not in ("none", "lora", "prefix"):

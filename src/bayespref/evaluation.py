@@ -39,13 +39,21 @@ class EncodedSplit:
     labels: np.ndarray
     true_distribution: np.ndarray | None
     pad_token_id: int
+    features: np.ndarray | None = None  # (N, H) pooled features of a frozen encoder
 
     def __len__(self) -> int:
         return len(self.items)
 
     def batch(self, indices) -> dict[str, Tensor]:
-        """Model inputs for ``indices`` plus ``prior`` (B, C) and ``labels`` (B,)."""
-        batch = collate_encoded([self.items[i] for i in indices], self.pad_token_id)
+        """Model inputs for ``indices`` plus ``prior`` (B, C) and ``labels`` (B,).
+
+        The inputs are token ids and masks, or ``features`` (B, H) when the split carries
+        frozen-encoder features.
+        """
+        if self.features is not None:
+            batch = {"features": torch.as_tensor(self.features[indices])}
+        else:
+            batch = collate_encoded([self.items[i] for i in indices], self.pad_token_id)
         batch["prior"] = torch.as_tensor(self.prior[indices], dtype=torch.float32)
         batch["labels"] = torch.as_tensor(self.labels[indices], dtype=torch.long)
         return batch
@@ -59,7 +67,11 @@ def encode_split(
     prior: np.ndarray | None = None,
 ) -> EncodedSplit:
     """Encode ``dataset``; ``prior`` (N, C) replaces the smoothed count prior when given
-    (e.g. a Dawid-Skene prior); the evaluation targets always come from the raw counts."""
+    (e.g. a Dawid-Skene prior); the evaluation targets always come from the raw counts.
+
+    A model with a frozen encoder gets each item's pooled features computed here, once (and
+    read from ``model.config.feature_cache`` when set).
+    """
     counts = dataset.counts()
     if prior is not None and np.shape(prior) != counts.shape:
         raise ValueError(f"prior must have shape {counts.shape}, got {np.shape(prior)}")
@@ -68,6 +80,14 @@ def encode_split(
         encode_pair(model.tokenizer, ex.context, ex.response, model.config.max_length)
         for ex in dataset.examples
     ]
+    pad_token_id = model.tokenizer.pad_token_id or 0
+    features = None
+    if model.head_only:
+        from .features import compute_features
+
+        features = compute_features(
+            model, items, pad_token_id, cache_dir=model.config.feature_cache
+        )
     return EncodedSplit(
         name=name or dataset.name,
         ids=[ex.id for ex in dataset.examples],
@@ -78,11 +98,12 @@ def encode_split(
         empirical=empirical_distribution(counts),
         labels=majority_label(counts, space.utilities, space.tie_break),
         true_distribution=dataset.true_distributions(),
-        pad_token_id=model.tokenizer.pad_token_id or 0,
+        pad_token_id=pad_token_id,
+        features=features,
     )
 
 
-MODEL_INPUTS = ("input_ids", "attention_mask", "response_mask", "token_type_ids")
+MODEL_INPUTS = ("input_ids", "attention_mask", "response_mask", "token_type_ids", "features")
 
 
 def model_inputs(batch: dict[str, Tensor], device) -> dict[str, Tensor]:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_model, save_model
+from safetensors.torch import load_file, load_model, save_file, save_model
 from torch import Tensor, nn
 
 from .config import ModelConfig
@@ -81,6 +81,20 @@ class PreferenceModel(nn.Module):
             nn.Dropout(config.dropout),
             nn.Linear(head_hidden, label_space.num_classes),
         )
+        if config.freeze_encoder:
+            self.encoder.requires_grad_(False)
+            self.encoder.eval()
+
+    @property
+    def head_only(self) -> bool:
+        """The encoder is frozen: only the head trains and only the head is saved."""
+        return bool(self.config.freeze_encoder)
+
+    def train(self, mode: bool = True) -> PreferenceModel:
+        super().train(mode)
+        if self.head_only:  # a frozen encoder never runs with dropout
+            self.encoder.eval()
+        return self
 
     # -- construction ---------------------------------------------------------------------
 
@@ -131,6 +145,12 @@ class PreferenceModel(nn.Module):
         tokenizer = AutoTokenizer.from_pretrained(
             folder / "tokenizer", trust_remote_code=config.trust_remote_code
         )
+        if meta.get("weights") == "head":
+            # a frozen-encoder run stores its head only: the encoder is the pretrained one
+            encoder = AutoModel.from_pretrained(
+                resolve_encoder_path(config.encoder), trust_remote_code=config.trust_remote_code
+            )
+            encoder = _drop_pooler(encoder)
         model = cls(encoder, tokenizer, label_space, config)
         model.load_weights(folder / MODEL_FILE)
         model.eval()
@@ -140,17 +160,33 @@ class PreferenceModel(nn.Module):
         """Write weights (safetensors), encoder config, tokenizer and metadata into ``folder``."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        # save_model de-duplicates tied/aliased tensors (peft prefix tuning aliases embeddings)
-        save_model(self, str(folder / MODEL_FILE))
+        if self.head_only:
+            head = {f"head.{k}": v.contiguous() for k, v in self.head.state_dict().items()}
+            save_file(head, str(folder / MODEL_FILE))
+        else:
+            # save_model de-duplicates tied/aliased tensors (peft prefix tuning aliases embeddings)
+            save_model(self, str(folder / MODEL_FILE))
         base = _base_encoder(self.encoder)
         base.config.save_pretrained(folder / "encoder")
         self.tokenizer.save_pretrained(folder / "tokenizer")
-        meta = {"model": asdict(self.config), "label_space": self.label_space.to_dict()}
+        meta = {
+            "model": asdict(self.config),
+            "label_space": self.label_space.to_dict(),
+            "weights": "head" if self.head_only else "all",
+        }
         (folder / MODEL_META).write_text(json.dumps(meta, indent=2), encoding="utf-8")
 
     def load_weights(self, path: str | os.PathLike) -> None:
         """Load a safetensors file written by :meth:`save` (no pickle); mismatches are errors."""
-        missing, unexpected = load_model(self, str(path), strict=False)
+        if self.head_only:
+            tensors = load_file(str(path))
+            expected = {f"head.{k}" for k in self.head.state_dict()}
+            missing, unexpected = expected - set(tensors), set(tensors) - expected
+            if not missing and not unexpected:
+                self.head.load_state_dict({k[len("head.") :]: v for k, v in tensors.items()})
+                return
+        else:
+            missing, unexpected = load_model(self, str(path), strict=False)
         if missing or unexpected:
             raise ValueError(
                 f"{path} does not match the model: missing {sorted(missing)[:5]}, "
@@ -161,22 +197,37 @@ class PreferenceModel(nn.Module):
 
     def forward(
         self,
+        input_ids: Tensor | None = None,
+        attention_mask: Tensor | None = None,
+        response_mask: Tensor | None = None,
+        token_type_ids: Tensor | None = None,
+        features: Tensor | None = None,
+    ) -> Tensor:
+        """``input_ids``, ``attention_mask``, ``response_mask``: (B, T). Returns logits (B, C).
+
+        ``attention_mask`` is 1 on real tokens and 0 on padding (the reference code built it as
+        ``input_ids == pad``, the inverse; see tests). ``features`` (B, H), pooled encoder
+        outputs computed earlier (:meth:`pooled_features`), skip the encoder.
+        """
+        if features is None:
+            features = self.pooled_features(
+                input_ids, attention_mask, response_mask, token_type_ids
+            )  # (B, H)
+        return self.head(features)  # (B, C)
+
+    def pooled_features(
+        self,
         input_ids: Tensor,
         attention_mask: Tensor,
         response_mask: Tensor | None = None,
         token_type_ids: Tensor | None = None,
     ) -> Tensor:
-        """``input_ids``, ``attention_mask``, ``response_mask``: (B, T). Returns logits (B, C).
-
-        ``attention_mask`` is 1 on real tokens and 0 on padding (the reference code built it as
-        ``input_ids == pad``, the inverse; see tests).
-        """
+        """The encoder's pooled hidden states (B, H), the head's input."""
         kwargs = {"input_ids": input_ids, "attention_mask": attention_mask}
         if token_type_ids is not None:
             kwargs["token_type_ids"] = token_type_ids
         hidden = self.encoder(**kwargs).last_hidden_state  # (B, T, H)
-        pooled = self.pool(hidden, attention_mask, response_mask)  # (B, H)
-        return self.head(pooled)  # (B, C)
+        return self.pool(hidden, attention_mask, response_mask)
 
     def pool(self, hidden: Tensor, attention_mask: Tensor, response_mask: Tensor | None) -> Tensor:
         if self.config.pooling == "cls":
