@@ -46,6 +46,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from .data.schema import DataError
+from .export import context_text
 
 logger = logging.getLogger(__name__)
 
@@ -337,15 +338,6 @@ def stop_token_ids(tokenizer: Any, chat_template: bool = True) -> list[int]:
         if turn_end not in ids:
             ids.append(turn_end)
     return ids
-
-
-def context_text(context: Context | None) -> str:
-    """A context as one message: a list of turns joined with newlines."""
-    if context is None:
-        return ""
-    if isinstance(context, str):
-        return context
-    return "\n".join(turn for turn in context if turn)
 
 
 @dataclass

@@ -1,0 +1,444 @@
+"""Hand the preference model's judgement to TRL: DPO pairs and a GRPO/RLOO reward function.
+
+``export_pairs`` reads the candidate cache of the calibration pipeline, one JSON object per
+context::
+
+    {"id", "context" (string or list of turns), "gold" (string or null),
+     "candidates": [{"text", "score", "count"}, ...],   # ranked best first
+     "num_generated", "num_unique"}
+
+(the first line may be ``{"meta": {...}}``; it is skipped) and writes preference pairs in the
+format ``trl.DPOTrainer`` reads (trl 1.16: columns ``prompt``, ``chosen``, ``rejected``), one
+JSON object per line, loadable with ``datasets.load_dataset("json", data_files=...)``:
+
+- ``prompt_format="text"``: ``prompt`` is the context (turns joined with newlines) followed by
+  a newline; ``chosen``/``rejected`` are plain strings (DPOTrainer appends eos).
+- ``prompt_format="conversational"``: ``prompt`` is ``[{"role": "user", "content": context}]``
+  and ``chosen``/``rejected`` are ``[{"role": "assistant", "content": text}]``; DPOTrainer
+  applies the tokenizer's chat template, which is how the candidates were generated.
+
+Each pair also carries ``id``, ``score_margin`` (chosen score - rejected score; null for a gold
+chosen, which has no score), ``chosen_score`` and ``rejected_score``. DPOTrainer drops the extra
+columns.
+
+Strategies (candidates are ordered by score, highest first, whatever the file order):
+
+- ``best-vs-worst`` (default): the highest against the lowest scored candidate;
+- ``all-pairs``: every pair ``(i, j)`` with ``score_i - score_j >= min_margin``;
+- ``gold-vs-worst``: the gold response against the lowest scored candidate.
+
+Nothing is dropped silently: pairs with equal scores (no preference), pairs below
+``min_margin``, contexts with fewer than two distinct candidates and, for gold-vs-worst,
+contexts without a gold (or whose gold is the worst candidate) are counted in the returned
+:class:`ExportReport` and logged.
+
+``make_reward_function`` turns a preference-model run into a reward function with TRL's
+signature ``reward(prompts, completions, **kwargs) -> list[float]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .data.schema import DataError
+
+logger = logging.getLogger(__name__)
+
+STRATEGIES = ("best-vs-worst", "all-pairs", "gold-vs-worst")
+PROMPT_FORMATS = ("text", "conversational")
+
+
+# --------------------------------------------------------------------------------------------
+# Reading the candidate cache
+
+
+@dataclass
+class Candidate:
+    text: str
+    score: float
+    count: int = 1
+
+
+@dataclass
+class CandidateSet:
+    """One context of the candidate cache; ``candidates`` sorted by score, best first."""
+
+    id: str
+    context: str | list[str]
+    gold: str | None
+    candidates: list[Candidate]
+    num_generated: int | None = None
+    num_unique: int | None = None
+
+
+def _is_number(x: Any) -> bool:
+    return isinstance(x, int | float) and not isinstance(x, bool)
+
+
+def _parse_line(obj: Any, where: tuple[str, int]) -> CandidateSet:
+    path, line = where
+
+    def fail(problem: str) -> DataError:
+        return DataError(problem, path, line)
+
+    if not isinstance(obj, dict):
+        raise fail("each line must be a JSON object")
+    context = obj.get("context")
+    if not (
+        isinstance(context, str)
+        or (isinstance(context, list) and all(isinstance(t, str) for t in context))
+    ):
+        raise fail("'context' must be a string or a list of strings")
+    gold = obj.get("gold")
+    if gold is not None and not isinstance(gold, str):
+        raise fail("'gold' must be a string or null")
+    item_id = obj.get("id", f"{Path(path).name}:{line}")
+    if isinstance(item_id, bool) or not isinstance(item_id, str | int):
+        raise fail("'id' must be a string or an integer")
+    raw = obj.get("candidates")
+    if not isinstance(raw, list):
+        raise fail("missing or non-list 'candidates'")
+    candidates = []
+    for k, c in enumerate(raw):
+        if not isinstance(c, dict):
+            raise fail(f"candidates[{k}] must be an object with text, score, count")
+        if not isinstance(c.get("text"), str):
+            raise fail(f"candidates[{k}]: missing or non-string 'text'")
+        score = c.get("score")
+        if not _is_number(score) or not math.isfinite(score):
+            raise fail(f"candidates[{k}]: 'score' must be a finite number, got {score!r}")
+        count = c.get("count", 1)
+        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+            raise fail(f"candidates[{k}]: 'count' must be a positive integer, got {count!r}")
+        candidates.append(Candidate(c["text"], float(score), count))
+    for key in ("num_generated", "num_unique"):
+        value = obj.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            raise fail(f"'{key}' must be an integer")
+    # stable: equal scores keep the file's order
+    candidates.sort(key=lambda c: -c.score)
+    return CandidateSet(
+        id=str(item_id),
+        context=context,
+        gold=gold,
+        candidates=candidates,
+        num_generated=obj.get("num_generated"),
+        num_unique=obj.get("num_unique"),
+    )
+
+
+def read_candidates(path: str | Path) -> tuple[list[CandidateSet], dict | None]:
+    """All contexts of a candidate cache and its metadata (``None`` without a meta line).
+
+    Malformed lines raise :class:`~bayespref.data.schema.DataError` naming ``file:line``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError("file not found", str(path))
+    sets: list[CandidateSet] = []
+    meta = None
+    with path.open("rb") as fh:
+        for line_no, raw in enumerate(fh, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise DataError(f"not UTF-8 ({err.reason})", str(path), line_no) from err
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise DataError(
+                    f"invalid JSON: {err.msg} (column {err.colno})", str(path), line_no
+                ) from err
+            if isinstance(obj, dict) and "meta" in obj and "candidates" not in obj:
+                if sets or meta is not None:
+                    raise DataError("a meta line may only be the first line", str(path), line_no)
+                meta = obj["meta"]
+                continue
+            sets.append(_parse_line(obj, (str(path), line_no)))
+    return sets, meta
+
+
+# --------------------------------------------------------------------------------------------
+# Pairs
+
+
+@dataclass
+class ExportReport:
+    """What ``export_pairs`` read, wrote and skipped (with reasons)."""
+
+    contexts: int = 0
+    pairs: int = 0
+    skipped: Counter = field(default_factory=Counter)
+
+    def summary(self) -> str:
+        reasons = ", ".join(f"{n} {why}" for why, n in sorted(self.skipped.items())) or "none"
+        return f"{self.contexts} contexts -> {self.pairs} pairs; skipped: {reasons}"
+
+    def to_dict(self) -> dict:
+        return {"contexts": self.contexts, "pairs": self.pairs, "skipped": dict(self.skipped)}
+
+
+def context_text(context: str | Sequence[str] | None) -> str:
+    """A context as one message: a list of turns joined with newlines (as in calibration)."""
+    if context is None:
+        return ""
+    if isinstance(context, str):
+        return context
+    return "\n".join(turn for turn in context if turn)
+
+
+def _pair(
+    cs: CandidateSet,
+    chosen: str,
+    rejected: str,
+    chosen_score: float | None,
+    rejected_score: float,
+    prompt_format: str,
+) -> dict:
+    text = context_text(cs.context)
+    if prompt_format == "conversational":
+        prompt: Any = [{"role": "user", "content": text}]
+        chosen_out: Any = [{"role": "assistant", "content": chosen}]
+        rejected_out: Any = [{"role": "assistant", "content": rejected}]
+    else:
+        prompt, chosen_out, rejected_out = text + "\n", chosen, rejected
+    margin = None if chosen_score is None else chosen_score - rejected_score
+    return {
+        "id": cs.id,
+        "prompt": prompt,
+        "chosen": chosen_out,
+        "rejected": rejected_out,
+        "score_margin": margin,
+        "chosen_score": chosen_score,
+        "rejected_score": rejected_score,
+    }
+
+
+def make_pairs(
+    cs: CandidateSet,
+    strategy: str = "best-vs-worst",
+    min_margin: float = 0.0,
+    prompt_format: str = "text",
+    skipped: Counter | None = None,
+) -> list[dict]:
+    """The preference pairs of one context; reasons for skipping are added to ``skipped``."""
+    skipped = skipped if skipped is not None else Counter()
+    ranked = cs.candidates
+    if strategy == "gold-vs-worst":
+        if cs.gold is None or not cs.gold.strip():
+            skipped["no gold"] += 1
+            return []
+        if not ranked:
+            skipped["no candidates"] += 1
+            return []
+        worst = ranked[-1]
+        if worst.text == cs.gold:
+            skipped["gold is the worst candidate"] += 1
+            return []
+        return [_pair(cs, cs.gold, worst.text, None, worst.score, prompt_format)]
+
+    if len(ranked) < 2:
+        skipped["fewer than 2 distinct candidates"] += 1
+        return []
+    if strategy == "best-vs-worst":
+        candidate_pairs = [(ranked[0], ranked[-1])]
+    elif strategy == "all-pairs":
+        candidate_pairs = [
+            (ranked[i], ranked[j]) for i in range(len(ranked)) for j in range(i + 1, len(ranked))
+        ]
+    else:
+        raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
+    pairs = []
+    for better, worse in candidate_pairs:
+        margin = better.score - worse.score
+        if better.text == worse.text:
+            skipped["identical texts"] += 1
+        elif margin <= 0:
+            skipped["equal scores"] += 1
+        elif margin < min_margin:
+            skipped["margin below min_margin"] += 1
+        else:
+            pairs.append(
+                _pair(cs, better.text, worse.text, better.score, worse.score, prompt_format)
+            )
+    return pairs
+
+
+def export_pairs(
+    candidates_path: str | Path,
+    output_path: str | Path,
+    strategy: str = "best-vs-worst",
+    min_margin: float = 0.0,
+    prompt_format: str = "text",
+) -> ExportReport:
+    """Write DPO pairs (JSONL, TRL's ``prompt``/``chosen``/``rejected``) from a candidate cache.
+
+    Args:
+        candidates_path: the calibration pipeline's candidate cache (see the module docstring).
+        output_path: JSONL written, one pair per line.
+        strategy: ``best-vs-worst`` | ``all-pairs`` | ``gold-vs-worst``.
+        min_margin: candidate pairs whose score difference is below this are skipped (and
+            counted); pairs with equal scores are always skipped. Not applied to gold pairs.
+        prompt_format: ``text`` (plain strings) or ``conversational`` (lists of messages).
+
+    Returns:
+        An :class:`ExportReport` with the number of contexts, pairs and skips by reason.
+    """
+    if strategy not in STRATEGIES:
+        raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
+    if prompt_format not in PROMPT_FORMATS:
+        raise ValueError(f"prompt_format must be text or conversational, got {prompt_format!r}")
+    if not _is_number(min_margin) or not math.isfinite(min_margin) or min_margin < 0:
+        raise ValueError(f"min_margin must be a finite number >= 0, got {min_margin!r}")
+    sets, meta = read_candidates(candidates_path)
+    if meta is not None:
+        logger.debug("candidate cache metadata: %s", meta)
+    report = ExportReport(contexts=len(sets))
+    output_path = Path(output_path)
+    output_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = output_path.with_name(output_path.name + ".tmp")
+    with tmp.open("w", encoding="utf-8") as out:
+        for cs in sets:
+            for pair in make_pairs(cs, strategy, min_margin, prompt_format, report.skipped):
+                out.write(json.dumps(pair, ensure_ascii=False) + "\n")
+                report.pairs += 1
+    tmp.replace(output_path)  # a crash never leaves half a file under the final name
+    log = logger.warning if report.pairs == 0 else logger.info
+    log("export-pairs (%s): %s", strategy, report.summary())
+    return report
+
+
+# --------------------------------------------------------------------------------------------
+# Reward function
+
+
+def _message_text(content: Any) -> str:
+    """A message's text; multimodal content lists keep their text parts."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(p.get("text", "") for p in content if isinstance(p, dict))
+    return "" if content is None else str(content)
+
+
+def prompt_context(prompt: str | list[dict]) -> str | list[str]:
+    """A TRL prompt as the preference model's context: the text, or the turns' texts.
+
+    System messages are instructions to the generator, not dialogue: they are left out.
+    """
+    if isinstance(prompt, str):
+        return prompt
+    return [_message_text(m.get("content")) for m in prompt if m.get("role") != "system"]
+
+
+def completion_text(completion: str | list[dict]) -> str:
+    """A TRL completion as text: the string, or its assistant messages joined."""
+    if isinstance(completion, str):
+        return completion
+    texts = [
+        _message_text(m.get("content"))
+        for m in completion
+        if m.get("role", "assistant") == "assistant"
+    ]
+    return "\n".join(texts)
+
+
+def make_reward_function(
+    run_dir: str | Path,
+    rule: str = "expected-utility",
+    batch_size: int = 64,
+    checkpoint: str = "best",
+    device: str | None = None,
+) -> Callable[..., list[float]]:
+    """A TRL reward function (GRPOTrainer / RLOOTrainer ``reward_funcs``) from a preference model.
+
+    ``reward(prompts, completions, **kwargs)`` returns one float per completion: the preference
+    score ``S = sum_l u_l q(l | x)`` of ``(prompt, completion)`` (``rule="expected-utility"``) or
+    ``-q(worst class | x)`` (``rule="worst-class"``); higher is better under both. Prompts and
+    completions may be strings or conversational lists of message dicts. Extra keyword
+    arguments (``completion_ids``, dataset columns, ...) are ignored.
+    """
+    from .model import PreferenceModel
+
+    if rule not in ("expected-utility", "worst-class"):
+        raise ValueError(f"rule must be expected-utility or worst-class, got {rule!r}")
+    model = PreferenceModel.from_run(run_dir, checkpoint=checkpoint)
+    if device is not None:
+        model.to(device)
+    model.eval()
+
+    def reward(prompts: Sequence[Any], completions: Sequence[Any], **kwargs: Any) -> list[float]:
+        if len(prompts) != len(completions):
+            raise ValueError(f"{len(prompts)} prompts but {len(completions)} completions")
+        contexts = [prompt_context(p) for p in prompts]
+        responses = [completion_text(c) for c in completions]
+        scores = model.score(contexts, responses, rule=rule, batch_size=batch_size)
+        return [float(s) for s in scores]
+
+    # TRL names each reward function's logged column after __name__
+    reward.__name__ = "preference_model_" + rule.replace("-", "_")
+    reward.model = model  # type: ignore[attr-defined]
+    return reward
+
+
+# --------------------------------------------------------------------------------------------
+# Command line
+
+
+def make_parser(subparsers: Any = None) -> argparse.ArgumentParser:
+    """The ``export-pairs`` parser, added to ``subparsers`` when given (TRL style)."""
+    description = "Write DPO preference pairs (TRL format) from a calibration candidate cache."
+    if subparsers is not None:
+        parser = subparsers.add_parser("export-pairs", help=description, description=description)
+    else:
+        parser = argparse.ArgumentParser(prog="bayespref export-pairs", description=description)
+    parser.add_argument("--candidates", required=True, help="candidate cache JSONL")
+    parser.add_argument("--output", required=True, help="pairs JSONL written")
+    parser.add_argument("--strategy", default="best-vs-worst", choices=STRATEGIES)
+    parser.add_argument(
+        "--min-margin",
+        type=float,
+        default=0.0,
+        help="skip candidate pairs whose score difference is below this (counted)",
+    )
+    parser.add_argument(
+        "--prompt-format",
+        default="text",
+        choices=PROMPT_FORMATS,
+        help="text: plain strings; conversational: lists of chat messages",
+    )
+    parser.set_defaults(func=main)
+    return parser
+
+
+def main(args: argparse.Namespace) -> int:
+    """Handler of ``bayespref export-pairs``."""
+    report = export_pairs(
+        args.candidates,
+        args.output,
+        strategy=args.strategy,
+        min_margin=args.min_margin,
+        prompt_format=args.prompt_format,
+    )
+    # the CLI handler reports its result (library code above only logs)
+    print(f"{report.summary()}\nwritten: {args.output}")  # noqa: T201
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    sys.exit(main(make_parser().parse_args()))

@@ -1,0 +1,289 @@
+"""evaluate-generator: hand-derived metrics, gold perplexity against a manual forward pass,
+context files, judges, and one tiny end-to-end run through the command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from bayespref.data.schema import DataError
+from bayespref.generator_eval import (
+    GENERATOR_METRICS,
+    DecodingConfig,
+    OracleJudge,
+    PreferenceModelJudge,
+    corpus_bleu,
+    decode,
+    distinct_n,
+    evaluate_generators,
+    gold_nll,
+    load_contexts,
+    load_generator,
+    load_judge,
+    make_parser,
+    mean_t_interval,
+    paired_outcomes,
+    perplexity,
+    read_contexts,
+    rouge_l_f,
+    wilson_interval,
+    win_rate,
+)
+from tiny_lm import save_tiny_llama
+
+Z95 = 1.959963984540054  # Phi^-1(0.975)
+T95_DF3 = 3.182446305284263  # t_{0.975, 3}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    n_threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n_threads)
+
+
+@pytest.fixture(scope="module")
+def generators(tmp_path_factory):
+    """A tiny base model folder and a calibration-run-like folder with generator/ inside."""
+    root = tmp_path_factory.mktemp("generators")
+    base = save_tiny_llama(root / "base", seed=0)
+    save_tiny_llama(root / "run" / "generator", seed=1)
+    return base, root / "run"
+
+
+# -- metrics, by hand ---------------------------------------------------------------------------
+
+
+def test_distinct_n_counts_corpus_ngrams():
+    texts = ["The cat the cat", "a cat!"]
+    # words: [the, cat, the, cat] and [a, cat, !]
+    # unigrams: 7 in all, distinct {the, cat, a, !} = 4
+    assert distinct_n(texts, 1) == pytest.approx(4 / 7)
+    # bigrams: (the cat) (cat the) (the cat) (a cat) (cat !) = 5, distinct 4
+    assert distinct_n(texts, 2) == pytest.approx(4 / 5)
+    assert math.isnan(distinct_n(["one"], 2))
+    assert GENERATOR_METRICS["distinct_2"].higher_is_better is True
+
+
+def test_win_rate_counts_ties_as_half_with_a_wilson_interval():
+    calibrated = [0.5, 0.2, 0.3, 0.1 + 1e-9, 0.7]
+    base = [0.1, 0.2, 0.4, 0.1, 0.6]
+    same_text = [False, False, False, False, True]  # identical answers tie whatever the judge says
+    outcomes = paired_outcomes(calibrated, base, same_text, tie_tolerance=1e-6)
+    np.testing.assert_array_equal(outcomes, [1.0, 0.5, 0.0, 0.5, 0.5])
+
+    result = win_rate(outcomes)
+    p, n = 2.5 / 5, 5
+    centre = p + Z95**2 / (2 * n)
+    half = Z95 * math.sqrt(p * (1 - p) / n + Z95**2 / (4 * n**2))
+    low, high = (centre - half) / (1 + Z95**2 / n), (centre + half) / (1 + Z95**2 / n)
+    assert result["rate"] == pytest.approx(0.5)
+    assert (result["low"], result["high"]) == pytest.approx((low, high))
+    assert (result["wins"], result["ties"], result["losses"]) == (1, 3, 1)
+    assert result["interval"] == "wilson"
+    # a sure thing still has an interval below 1
+    assert wilson_interval(1.0, 10)[1] == pytest.approx(1.0)
+    assert wilson_interval(1.0, 10)[0] == pytest.approx(10 / (10 + Z95**2))
+
+
+def test_t_interval_matches_the_formula():
+    values = [1.0, 2.0, 3.0, 4.0]
+    s = math.sqrt(((1.5**2) * 2 + (0.5**2) * 2) / 3)  # sample sd, ddof 1
+    half = T95_DF3 * s / math.sqrt(4)
+    out = mean_t_interval(values)
+    assert out["mean"] == pytest.approx(2.5)
+    assert (out["low"], out["high"]) == pytest.approx((2.5 - half, 2.5 + half))
+    one = mean_t_interval([0.3])
+    assert one["mean"] == 0.3 and math.isnan(one["low"])
+
+
+def test_bleu_rouge_and_perplexity_by_hand():
+    assert corpus_bleu(["the cat sat on the mat"], ["the cat sat on the mat"]) == pytest.approx(100)
+    # LCS 3 of 4 predicted and 3 of 3 reference tokens: F = 2 * 0.75 * 1 / 1.75
+    assert rouge_l_f(["the cat sat down"], ["the cat sat"])[0] == pytest.approx(1.5 / 1.75)
+    assert perplexity([2.0, 4.0], [1, 2]) == pytest.approx(math.exp(6 / 3))
+
+
+# -- gold perplexity and decoding on a tiny model -------------------------------------------------
+
+
+def test_gold_nll_equals_a_manual_teacher_forced_pass(generators):
+    model, tokenizer = load_generator(generators[0])
+    contexts = ["I failed my exam.", ["My dog died last week.", "I keep crying."]]
+    golds = ["That sounds so hard.", "I'm sorry."]
+    sums, counts = gold_nll(model, tokenizer, contexts, golds, batch_size=2)
+
+    turn_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    for i, (context, gold) in enumerate(zip(contexts, golds, strict=True)):
+        text = context if isinstance(context, str) else "\n".join(context)
+        prompt = tokenizer.apply_chat_template(
+            [{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True
+        )
+        p = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        y = tokenizer(gold, add_special_tokens=False)["input_ids"] + [turn_end]
+        with torch.no_grad():
+            logits = model(torch.tensor([p + y])).logits[0]  # (T, V), one unpadded sequence
+        log_probs = torch.log_softmax(logits.double(), dim=-1)
+        expected = -sum(log_probs[len(p) - 1 + t, tok].item() for t, tok in enumerate(y))
+        assert counts[i] == len(y)
+        assert sums[i] == pytest.approx(expected, rel=1e-4)
+    assert perplexity(sums, counts) == pytest.approx(math.exp(sums.sum() / counts.sum()))
+
+
+def test_greedy_answers_do_not_depend_on_batching(generators):
+    model, tokenizer = load_generator(generators[0])
+    contexts = ["Hi.", "My cat is sick and I am worried about her."]
+    decoding = DecodingConfig(max_new_tokens=6, batch_size=2)
+    batched, lengths = decode(model, tokenizer, contexts, decoding)
+    alone = [decode(model, tokenizer, [c], decoding)[0][0] for c in contexts]
+    assert batched == alone
+    assert all(0 <= n <= 6 for n in lengths)
+
+
+# -- inputs -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("second_line", "problem"),
+    [
+        ('{"context": "hi", "gold": ', "invalid JSON"),
+        ('{"gold": "fine"}', "'context'"),
+        ('{"context": [], "gold": "x"}', "'context'"),
+        ('{"context": "hi", "gold": 3}', "'gold'"),
+    ],
+)
+def test_bad_context_lines_name_file_and_line(tmp_path, second_line, problem):
+    path = tmp_path / "contexts.jsonl"
+    path.write_text('{"id": "a", "context": "hello", "gold": "hi"}\n' + second_line + "\n")
+    with pytest.raises(DataError, match=problem) as err:
+        read_contexts(path)
+    assert str(err.value).startswith(f"{path}:2:")
+
+
+def test_contexts_from_a_file_or_synthetic(tmp_path):
+    path = tmp_path / "c.jsonl"
+    path.write_text('{"context": ["a", "b"], "gold": null}\n\n{"id": 7, "context": "c"}\n')
+    rows = read_contexts(path)
+    assert [r["id"] for r in rows] == ["c.jsonl:1", "7"]
+    assert rows[0]["gold"] is None and rows[1]["gold"] is None
+    synthetic = load_contexts("synthetic:3:7")
+    assert len(synthetic) == 3 and all(isinstance(r["gold"], str) for r in synthetic)
+    assert synthetic == load_contexts("synthetic:3:7")
+    with pytest.raises(DataError, match="synthetic:N:SEED"):
+        load_contexts("synthetic:x")
+
+
+def test_judges_and_generator_loading_errors(tmp_path, tiny_encoder_dir):
+    from bayespref.config import ModelConfig
+    from bayespref.data.synthetic import SYNTHETIC_LABEL_SPACE, SyntheticOracle
+    from bayespref.model import PreferenceModel
+
+    contexts, responses = [["I lost my job."], "I failed."], ["I'm so sorry.", "whatever"]
+    oracle = load_judge("oracle")
+    assert isinstance(oracle, OracleJudge)
+    np.testing.assert_allclose(
+        oracle.utilities(contexts, responses),
+        SyntheticOracle().utilities(zip(contexts, responses)),
+    )
+
+    torch.manual_seed(0)
+    pm = PreferenceModel.build(
+        ModelConfig(encoder=tiny_encoder_dir, max_length=64), SYNTHETIC_LABEL_SPACE
+    )
+    pm.save(tmp_path / "pm")
+    judge = load_judge(str(tmp_path / "pm"), rule="worst-class")
+    assert isinstance(judge, PreferenceModelJudge)
+    u = judge.utilities(contexts, responses)
+    assert u.shape == (2,) and np.all((u <= 0) & (u >= -1))  # -q(harmful)
+
+    with pytest.raises(FileNotFoundError, match="oracle"):
+        load_judge(str(tmp_path / "missing"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="generator/"):
+        load_generator(tmp_path / "empty")
+    with pytest.raises(ValueError, match="greedy or diverse-beam"):
+        DecodingConfig(method="sampling")
+    with pytest.raises(ValueError, match="divisible"):
+        DecodingConfig(method="diverse-beam", num_beams=3, num_beam_groups=2)
+
+
+# -- end to end ---------------------------------------------------------------------------------
+
+
+def test_same_generator_ties_everywhere(generators):
+    model, tokenizer = load_generator(generators[0])
+    items = load_contexts("synthetic:3:0")
+    decoding = DecodingConfig(max_new_tokens=5)
+    report = evaluate_generators(
+        (model, tokenizer), (model, tokenizer), items, OracleJudge(), decoding
+    )
+    assert report["paired"]["win_rate"]["rate"] == 0.5
+    assert report["paired"]["win_rate"]["ties"] == 3
+    assert report["paired"]["utility_difference"]["mean"] == 0.0
+    assert report["base"] == report["calibrated"]
+
+
+@pytest.mark.parametrize("method", ["greedy", "diverse-beam"])
+def test_cli_evaluate_generator_writes_json_and_markdown(tmp_path, generators, method, capsys):
+    base, run = generators
+    contexts = tmp_path / "contexts.jsonl"
+    contexts.write_text(
+        json.dumps({"id": "a", "context": "I failed my exam.", "gold": "That sounds hard."})
+        + "\n"
+        + json.dumps({"id": "b", "context": ["My dog died.", "I miss him."], "gold": None})
+        + "\n"
+        + json.dumps({"id": "c", "context": "I lost my job.", "gold": "I'm so sorry."})
+        + "\n"
+    )
+    parser = argparse.ArgumentParser()
+    make_parser(parser.add_subparsers(dest="command"))
+    out = tmp_path / "eval"
+    args = parser.parse_args(
+        [
+            "evaluate-generator",
+            "--base", str(base),
+            "--calibrated", str(run),
+            "--contexts", str(contexts),
+            "--judge", "oracle",
+            "--output", str(out),
+            "--decoding", method,
+            "--max-new-tokens", "6",
+            "--num-beams", "2",
+            "--num-beam-groups", "2",
+            "--examples", "2",
+        ]
+    )  # fmt: skip
+    assert args.func(args) == 0
+    printed = capsys.readouterr().out
+    assert "win rate" in printed and "| utility | ↑ |" in printed
+
+    report = json.loads((out / "eval.json").read_text())
+    assert (
+        (out / "eval.md").read_text().startswith("Generator evaluation: 3 contexts (2 with gold)")
+    )
+    assert report["n"] == 3 and report["n_with_gold"] == 2
+    assert report["decoding"]["method"] == method
+    assert report["generators"] == {"base": str(base), "calibrated": str(run)}
+    for side in ("base", "calibrated"):
+        metrics = report[side]
+        assert set(metrics) == {
+            "utility", "gold_perplexity", "bleu", "rouge_l", "distinct_1", "distinct_2",
+            "mean_length",
+        }  # fmt: skip
+        assert metrics["gold_perplexity"] > 1 and metrics["mean_length"] <= 6
+        assert metrics["utility"]["low"] <= metrics["utility"]["mean"] <= metrics["utility"]["high"]
+    w = report["paired"]["win_rate"]
+    assert w["wins"] + w["ties"] + w["losses"] == 3
+    assert report["higher_is_better"]["gold_perplexity"] is False
+    assert report["higher_is_better"]["mean_length"] is None
+    assert len(report["examples"]) == 2 and len(report["items"]) == 3
+    item_b = report["items"][1]
+    assert item_b["gold"] is None and item_b["base_gold_nll"] is None  # nan -> null
+    diffs = [i["calibrated_utility"] - i["base_utility"] for i in report["items"]]
+    assert report["paired"]["utility_difference"]["mean"] == pytest.approx(np.mean(diffs))
