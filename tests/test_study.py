@@ -108,6 +108,7 @@ def quick_study(tmp_path, tiny_encoder_dir):
     study = load_study(STUDY, quick=True, overrides=[f"output_dir={tmp_path}"])
     train_overrides = [
         f"model.encoder={tiny_encoder_dir}",
+        f"model.feature_cache={tmp_path / 'feature-cache'}",
         "data.train={n: 64, seed: 1}",
         "data.valid={n: 32, seed: 2}",
         "eval_every=2",
@@ -127,7 +128,9 @@ def test_quick_study_end_to_end_cached_and_resumed(quick_study, monkeypatch):
     monkeypatch.setattr(train_module, "train", counting_train)
     cells = build_cells(study, train_overrides)
     rows = sorted({c.row for c in cells})
-    assert len(cells) == len(rows) * len(study.seeds) >= 4
+    main_rows = {c.row for c in cells if c.group == "main"}
+    assert sum(c.group == "main" for c in cells) == len(main_rows) * len(study.seeds) >= 4
+    assert all(c.config().model.freeze_encoder for c in cells)
 
     result = run_study(study, train_overrides=train_overrides, progress=False)
     assert sorted(path for path, _ in calls) == sorted(str(c.config().run_dir) for c in cells)
