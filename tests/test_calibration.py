@@ -1,0 +1,525 @@
+"""Generator calibration: hand-derived losses, shared-context == naive forward, the candidate
+cache, bad inputs, and tiny end-to-end generate + calibrate + resume runs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from bayespref import calibration
+from bayespref.calibration import (
+    CalibrationLossConfig,
+    CandidateCacheError,
+    EncodedExample,
+    build_candidates,
+    calibrate,
+    calibration_loss,
+    continuation_logprobs,
+    convabuse_contexts,
+    dedupe_and_rank,
+    example_loss,
+    gold_margin_loss,
+    load_calibration_config,
+    margin_ranking_loss,
+    read_candidates,
+    read_context_jsonl,
+    sequence_scores,
+    token_nll,
+)
+from bayespref.config import ConfigError
+from bayespref.data.schema import DataError
+from bayespref.train import RunExistsError
+
+FIXTURES = Path(__file__).parent / "fixtures" / "dbs"
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models on a busy 2-core machine: intra-op threads cost more than they share."""
+    n_threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n_threads)
+
+
+# -- losses, by hand ---------------------------------------------------------------------------
+
+
+def test_sequence_scores_length_normalised_and_mean_prob():
+    logprobs = torch.tensor([[-1.0, -2.0, -3.0], [-0.5, -1.5, 99.0]])  # 99: padding
+    mask = torch.tensor([[1, 1, 1], [1, 1, 0]])
+    expected = torch.tensor([-6.0 / 3, -2.0 / 2])
+    torch.testing.assert_close(sequence_scores(logprobs, mask), expected)
+    # length penalty a: sum / |y|^a
+    expected = torch.tensor([-6.0 / 3**2, -2.0 / 2**2])
+    torch.testing.assert_close(sequence_scores(logprobs, mask, length_penalty=2.0), expected)
+    # the reference code's mean token probability
+    e = torch.exp
+    expected = torch.stack(
+        [
+            (e(torch.tensor(-1.0)) + e(torch.tensor(-2.0)) + e(torch.tensor(-3.0))) / 3,
+            (e(torch.tensor(-0.5)) + e(torch.tensor(-1.5))) / 2,
+        ]
+    )
+    torch.testing.assert_close(sequence_scores(logprobs, mask, "mean-prob"), expected)
+
+
+def test_token_nll_averages_over_real_tokens():
+    logprobs = torch.tensor([[-1.0, -3.0, 0.0], [-2.0, -7.0, -7.0]])
+    mask = torch.tensor([[1, 1, 0], [1, 1, 1]])
+    torch.testing.assert_close(token_nll(logprobs, mask), torch.tensor([2.0, 16.0 / 3]))
+
+
+def test_margin_ranking_loss_by_hand():
+    # best -> worst by the preference model; the generator prefers the second
+    scores = torch.tensor([[-1.0, -0.5, -2.0]])
+    margin = 0.1
+    # (0,1): max(0, -0.5 - -1.0 + 0.1) = 0.6; (0,2): max(0, -2 + 1 + 0.2) = 0;
+    # (1,2): max(0, -2 + 0.5 + 0.1) = 0
+    torch.testing.assert_close(margin_ranking_loss(scores, margin), torch.tensor([0.6]))
+    # the margin grows with the distance in the ranking: (0,2) pays 2 * margin
+    scores = torch.tensor([[0.0, 0.0, 0.0]])
+    torch.testing.assert_close(margin_ranking_loss(scores, 0.5), torch.tensor([0.5 + 1.0 + 0.5]))
+    # well separated in the right order: no loss
+    assert margin_ranking_loss(torch.tensor([[-1.0, -2.0, -3.0]]), 0.1).item() == 0.0
+
+
+def test_margin_ranking_loss_ignores_padded_candidates():
+    scores = torch.tensor([[-1.0, -3.0, 5.0], [-1.0, -0.5, 7.0]])
+    mask = torch.tensor([[1, 1, 0], [1, 1, 0]])
+    # row 0: (0,1) max(0, -3 + 1 + 0.1) = 0; row 1: (0,1) 0.6; the padded 5 and 7 count nowhere
+    torch.testing.assert_close(margin_ranking_loss(scores, 0.1, mask), torch.tensor([0.0, 0.6]))
+
+
+def test_gold_margin_loss_by_hand():
+    scores = torch.tensor([[-1.0, -2.0, 9.0]])
+    mask = torch.tensor([[1, 1, 0]])
+    gold = torch.tensor([-1.5])
+    # max(0, -1 + 1.5 + 0.2) = 0.7; max(0, -2 + 1.5 + 0.2) = 0; padding ignored
+    torch.testing.assert_close(gold_margin_loss(scores, gold, 0.2, mask), torch.tensor([0.7]))
+
+
+def test_calibration_loss_combines_the_weighted_terms():
+    gold_lp = torch.tensor([[-1.0, -2.0]])  # NLL 1.5, P(gold) = -1.5
+    gold_mask = torch.ones(1, 2)
+    cand_lp = torch.tensor([[[-2.0, -2.0], [-1.0, 0.0]]])  # P = -2, -0.5 (wrong order)
+    cand_mask = torch.tensor([[[1, 1], [1, 0]]])
+    present = torch.ones(1, 2)
+    config = CalibrationLossConfig(
+        margin=0.1, rank_weight=2.0, mle_weight=0.5, gold_weight=3.0, gold_margin=0.0
+    )
+    terms = calibration_loss(gold_lp, gold_mask, cand_lp, cand_mask, present, config)
+    rank = -1.0 + 2.0 + 0.1  # max(0, P_1 - P_0 + 0.1)
+    gold = 0.0 + (-1.0 + 1.5)  # max(0, -2 + 1.5) + max(0, -1 + 1.5)
+    torch.testing.assert_close(terms["rank"], torch.tensor([rank]))
+    torch.testing.assert_close(terms["mle"], torch.tensor([1.5]))
+    torch.testing.assert_close(terms["gold"], torch.tensor([gold]))
+    torch.testing.assert_close(terms["loss"], torch.tensor([0.5 * 1.5 + 2.0 * rank + 3.0 * gold]))
+
+
+# -- the forward: shared context == naive ------------------------------------------------------
+
+
+def _fixture_model(name: str):
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(
+        FIXTURES / name, use_safetensors=True, attn_implementation="eager"
+    )
+    return model.double().eval()  # eval: no dropout, so both paths see the same function
+
+
+@pytest.mark.parametrize("name", ["llama-tiny", "gpt2-tiny"])
+def test_shared_context_forward_equals_naive_in_values_and_gradients(name):
+    model = _fixture_model(name)
+    g = torch.Generator().manual_seed(0)
+    V = model.config.vocab_size
+    prompt = torch.randint(3, V, (9,), generator=g).tolist()
+    conts = [torch.randint(3, V, (n,), generator=g).tolist() for n in (6, 2, 5, 1)]
+    example = EncodedExample(prompt=prompt, gold=conts[0], candidates=conts[1:])
+    config = CalibrationLossConfig(margin=0.05, gold_weight=1.0, gold_margin=0.01)
+
+    results = {}
+    for forward in ("naive", "shared-context"):
+        model.zero_grad(set_to_none=True)
+        logprobs, mask = continuation_logprobs(
+            model, prompt, conts, shared_context=forward == "shared-context", pad_token_id=2
+        )
+        terms = example_loss(model, example, config, pad_token_id=2, forward=forward)
+        terms["loss"].backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        results[forward] = (logprobs.detach(), mask, terms, grads)
+
+    (lp_a, mask_a, terms_a, grads_a), (lp_b, mask_b, terms_b, grads_b) = results.values()
+    assert torch.equal(mask_a, mask_b)
+    assert mask_a.sum(-1).tolist() == [6, 2, 5, 1]
+    assert (lp_a[mask_a == 0] == 0).all() and (lp_a[mask_a == 1] < 0).all()
+    torch.testing.assert_close(lp_a, lp_b, rtol=0, atol=1e-10)
+    for key in terms_a:
+        torch.testing.assert_close(terms_a[key], terms_b[key], rtol=0, atol=1e-5)
+    assert terms_a["rank"] > 0  # the comparison exercises the ranking term
+    assert grads_a.keys() == grads_b.keys() and len(grads_a) > 4
+    for key in grads_a:
+        torch.testing.assert_close(grads_a[key], grads_b[key], rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_continuation_logprobs_match_a_plain_full_sequence_forward(shared):
+    """Independent check of what both paths compute: log p(y_t | context, y_<t)."""
+    model = _fixture_model("llama-tiny")
+    prompt, cont = [5, 9, 17, 33], [40, 41, 42]
+    logprobs, _ = continuation_logprobs(model, prompt, [cont, [7]], shared_context=shared)
+    with torch.no_grad():
+        logits = model(input_ids=torch.tensor([prompt + cont])).logits[0]  # (T, V)
+    full = torch.log_softmax(logits, -1)
+    expected = torch.stack([full[len(prompt) - 1 + t, tok] for t, tok in enumerate(cont)])
+    torch.testing.assert_close(logprobs[0].detach(), expected, rtol=0, atol=1e-10)
+
+
+# -- candidates: dedupe and ranking ------------------------------------------------------------
+
+
+def test_dedupe_keeps_identical_texts_once_with_a_count_best_first():
+    ranked = dedupe_and_rank(["a", "b", "a", "c", "d"], [0.1, 0.5, 0.1, 0.3, 0.3])
+    assert ranked == [
+        {"text": "b", "score": 0.5, "count": 1},
+        {"text": "c", "score": 0.3, "count": 1},  # equal scores keep the search's order
+        {"text": "d", "score": 0.3, "count": 1},
+        {"text": "a", "score": 0.1, "count": 2},
+    ]
+
+
+# -- config and inputs -------------------------------------------------------------------------
+
+
+def test_config_overrides_and_validation():
+    config = load_calibration_config(
+        None, ["decoding.num_beams=6", "decoding.num_beam_groups=3", "loss.margin=0.01"]
+    )
+    assert config.decoding.num_beams == 6 and config.loss.margin == 0.01
+    assert config.forward == "shared-context" and config.generator.name == "smollm2-135m-instruct"
+    with pytest.raises(ConfigError, match="unknown config key"):
+        load_calibration_config(None, ["loss.margn=0.1"])
+    with pytest.raises(ConfigError, match="divisible"):
+        load_calibration_config(None, ["decoding.num_beams=4", "decoding.num_beam_groups=3"])
+    with pytest.raises(ConfigError, match="forward"):
+        load_calibration_config(None, ["forward=fast"])
+    with pytest.raises(ConfigError, match="data.path"):
+        load_calibration_config(None, ["data.source=jsonl"])
+    with pytest.raises(ConfigError, match="scoring"):
+        load_calibration_config(None, ["loss.scoring=prob"])
+
+
+def test_shipped_configs_load():
+    root = Path(__file__).resolve().parents[1] / "configs"
+    for name in ("calibrate-synthetic.yaml", "calibrate-convabuse.yaml"):
+        config = load_calibration_config(root / name)
+        assert config.scorer.run
+
+
+@pytest.mark.parametrize(
+    "line, problem",
+    [
+        ('{"id": 1, "context": "hi", "gold": "hello"', "not valid JSON"),
+        ('{"id": 1, "context": "hi"}', "missing key"),
+        ('{"id": 1, "context": [], "gold": "x"}', "non-empty list"),
+        ('{"id": 1, "context": 5, "gold": "x"}', "string or a list"),
+        ('{"id": 1, "context": "hi", "gold": ""}', "gold must be"),
+        ('{"id": "a", "context": "hi", "gold": "x"}', "duplicate id"),
+        ("[1, 2]", "JSON object"),
+    ],
+)
+def test_bad_context_jsonl_names_the_file_and_line(tmp_path, line, problem):
+    path = tmp_path / "contexts.jsonl"
+    path.write_text('{"id": "a", "context": ["hi", "there"], "gold": "ok"}\n' + line + "\n")
+    with pytest.raises(DataError, match=problem) as err:
+        read_context_jsonl(path)
+    assert err.value.line == 2 and err.value.path == str(path)
+
+
+def test_context_jsonl_accepts_strings_and_turn_lists(tmp_path):
+    path = tmp_path / "c.jsonl"
+    path.write_text(
+        '{"id": 7, "context": "hi", "gold": "hello"}\n\n'
+        '{"id": "b", "context": ["a", "b"], "gold": "c", "extra": 1}\n'
+    )
+    rows = read_context_jsonl(path)
+    assert rows == [
+        {"id": "7", "context": "hi", "gold": "hello"},
+        {"id": "b", "context": ["a", "b"], "gold": "c"},
+    ]
+
+
+@pytest.mark.shared
+def test_convabuse_contexts_keep_non_abusive_items_with_the_user_turn_as_gold():
+    from bayespref.data.convabuse import load_convabuse
+    from conftest import shared_data
+
+    path = shared_data("convabuse", "ConvAbuseEMNLPvalid.csv")
+    rows = convabuse_contexts(path)
+    dataset = load_convabuse(path, label_scheme="binary")
+    by_id = {ex.id: ex for ex in dataset.examples}
+    assert 0 < len(rows) < len(dataset)
+    for row in rows[:50]:
+        ex = by_id[row["id"]]
+        assert ex.counts[0] > ex.counts[1]  # the majority found no abuse
+        assert row["gold"] == ex.response and row["context"] == list(ex.context)
+
+
+# -- end to end with tiny models ---------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def char_generator_dir(tmp_path_factory) -> str:
+    """A tiny random Llama with a character-level tokenizer and a ChatML chat template."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    specials = ["<unk>", "<|im_start|>", "<|im_end|>"]
+    chars = [chr(c) for c in range(32, 127)] + ["\n"]
+    vocab = {t: i for i, t in enumerate(specials + chars)}
+    backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
+    backend.decoder = decoders.Fuse()
+    backend.add_special_tokens(specials)
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend, unk_token="<unk>", eos_token="<|im_end|>", pad_token="<|im_end|>"
+    )
+    tokenizer.chat_template = (
+        "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
+        "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+    )
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(vocab),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        bos_token_id=vocab["<|im_start|>"],
+        eos_token_id=vocab["<|im_end|>"],
+        pad_token_id=vocab["<|im_end|>"],
+        tie_word_embeddings=False,
+    )
+    folder = tmp_path_factory.mktemp("char-llama")
+    LlamaForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return str(folder)
+
+
+@pytest.fixture(scope="module")
+def pm_run(tmp_path_factory, tiny_encoder_dir) -> str:
+    """A tiny preference model trained for two steps on synthetic data."""
+    from bayespref.config import load_config
+    from bayespref.train import train
+
+    out = tmp_path_factory.mktemp("pm")
+    config = load_config(
+        None,
+        [
+            f"output_dir={out}",
+            "name=pm",
+            f"model.encoder={tiny_encoder_dir}",
+            "model.max_length=48",
+            "data.train={n: 32, seed: 1}",
+            "data.valid={n: 16, seed: 2}",
+            "optim.batch_size=8",
+            "optim.max_steps=2",
+            "eval_every=2",
+            "progress=false",
+        ],
+    )
+    return str(train(config).run_dir)
+
+
+def tiny_calibration(tmp_path: Path, generator: str, pm: str, *overrides: str):
+    base = [
+        f"output_dir={tmp_path / 'runs'}",
+        "name=cal",
+        f"generator.name={generator}",
+        "generator.max_context_tokens=40",
+        "generator.max_target_tokens=12",
+        "data.n=10",
+        "data.n_eval=2",
+        f"scorer.run={pm}",
+        "decoding.num_beams=4",
+        "decoding.num_beam_groups=2",
+        "decoding.max_new_tokens=6",
+        "decoding.min_new_tokens=2",
+        "decoding.batch_size=3",
+        f"decoding.cache={tmp_path / 'candidates.jsonl'}",
+        "optim.batch_size=2",
+        "optim.grad_accum=2",
+        "optim.max_steps=4",
+        "optim.lr=1e-3",
+        "optim.warmup_ratio=0.25",
+        "eval_every=2",
+        "progress=false",
+    ]
+    return load_calibration_config(None, base + list(overrides))
+
+
+def test_candidates_are_built_ranked_cached_and_resumed(
+    tmp_path, char_generator_dir, pm_run, monkeypatch
+):
+    config = tiny_calibration(tmp_path, char_generator_dir, pm_run)
+    path = build_candidates(config)
+    meta, rows = read_candidates(path)
+    assert meta["complete"] and meta["num_contexts"] == len(rows) == 8  # 10 - 2 held out
+    settings = meta["settings"]
+    assert settings["scorer"]["rule"] == "expected-utility"
+    assert settings["decoding"]["num_beams"] == 4 and settings["generator"]["name"]
+    for row in rows:
+        assert set(row) == {"id", "context", "gold", "candidates", "num_generated", "num_unique"}
+        scores = [c["score"] for c in row["candidates"]]
+        assert scores == sorted(scores, reverse=True)
+        assert sum(c["count"] for c in row["candidates"]) == row["num_generated"] == 4
+        assert (
+            row["num_unique"]
+            == len(row["candidates"])
+            == len({c["text"] for c in row["candidates"]})
+        )
+    full = path.read_bytes()
+
+    # same settings: reused without searching
+    def no_search(*args, **kwargs):
+        raise AssertionError("the cache should have been reused")
+
+    monkeypatch.setattr(calibration, "diverse_beam_search", no_search)
+    assert build_candidates(config) == path
+    monkeypatch.undo()
+
+    # interrupted after two contexts, mid-way through the third line: resumed to the same file
+    lines = full.split(b"\n")
+    path.write_bytes(b"\n".join(lines[:2]) + b"\n" + lines[2][:25])
+    meta_path = calibration.candidates_meta_path(path)
+    meta_path.write_text(json.dumps({"settings": settings, "complete": False}))
+    build_candidates(config)
+    assert path.read_bytes() == full
+    assert read_candidates(path)[0]["complete"]
+
+    # other settings: refused, naming the difference
+    other = tiny_calibration(tmp_path, char_generator_dir, pm_run, "decoding.diversity_penalty=2.0")
+    with pytest.raises(CandidateCacheError, match="diversity_penalty"):
+        build_candidates(other)
+
+    # a corrupt line in the middle is an error with the file and line
+    path.write_bytes(b"\n".join(lines[:1] + [b'{"id": 3}'] + lines[2:]))
+    with pytest.raises(DataError, match="candidates.jsonl:2"):
+        read_candidates(path)
+
+
+def _generator_weights(run_dir: Path) -> dict:
+    return load_file(str(run_dir / "generator" / "model.safetensors"))
+
+
+def test_calibrate_end_to_end_then_an_interrupted_run_resumes_to_the_same_weights(
+    tmp_path, char_generator_dir, pm_run, monkeypatch
+):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    config = tiny_calibration(tmp_path, char_generator_dir, pm_run, "name=full", "save_every=2")
+    result = calibrate(config)
+    assert result.steps == 4 and result.eval_gold_nll is not None
+    run = config.run_dir
+    records = [json.loads(line) for line in (run / "metrics.jsonl").open()]
+    train_rows = [r for r in records if r["split"] == "train"]
+    assert [r["step"] for r in train_rows] == [1, 2, 3, 4]
+    assert all({"loss", "rank", "mle", "lr"} <= set(r) for r in train_rows)
+    assert [r["step"] for r in records if r["split"] == "eval"] == [0, 2, 4]
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["base_generator"]["name"] == char_generator_dir
+    assert (run / "config.yaml").is_file()
+    # a plain Hugging Face folder, and training changed the weights
+    model = AutoModelForCausalLM.from_pretrained(run / "generator")
+    AutoTokenizer.from_pretrained(run / "generator")
+    base = AutoModelForCausalLM.from_pretrained(char_generator_dir)
+    moved = sum(
+        float((a - b).abs().sum())
+        for a, b in zip(model.state_dict().values(), base.state_dict().values())
+    )
+    assert moved > 0
+    with pytest.raises(RunExistsError, match="--resume"):
+        calibrate(config)
+
+    # the same run, killed during step 3 (after the step-2 checkpoint), then resumed
+    config = tiny_calibration(tmp_path, char_generator_dir, pm_run, "name=resumed", "save_every=2")
+
+    def crash_at_step_3(step, *args):
+        if step == 2:
+            raise KeyboardInterrupt
+        return calibration_lr_at(step, *args)
+
+    calibration_lr_at = calibration.lr_at
+    monkeypatch.setattr(calibration, "lr_at", crash_at_step_3)
+    with pytest.raises(KeyboardInterrupt):
+        calibrate(config)
+    monkeypatch.undo()
+    assert not (config.run_dir / "generator").exists()
+    calibrate(config, resume=True)
+    records = [json.loads(line) for line in (config.run_dir / "metrics.jsonl").open()]
+    assert [r["step"] for r in records if r["split"] == "train"] == [1, 2, 3, 4]
+    full, resumed = _generator_weights(run), _generator_weights(config.run_dir)
+    assert full.keys() == resumed.keys()
+    for key in full:
+        torch.testing.assert_close(resumed[key], full[key], rtol=1e-6, atol=1e-7)
+
+
+def test_lora_calibration_saves_a_merged_plain_model(tmp_path, char_generator_dir, pm_run):
+    from transformers import AutoModelForCausalLM
+
+    config = tiny_calibration(
+        tmp_path,
+        char_generator_dir,
+        pm_run,
+        "name=lora",
+        "peft.method=lora",
+        "peft.r=4",
+        "peft.target_modules=[q_proj, v_proj]",
+        "optim.max_steps=2",
+        "forward=naive",
+        "loss.gold_weight=1.0",
+        "loss.scoring=mean-prob",
+    )
+    result = calibrate(config)
+    saved = _generator_weights(config.run_dir)
+    assert not any("lora" in k for k in saved)
+    model = AutoModelForCausalLM.from_pretrained(result.generator_dir)
+    base = AutoModelForCausalLM.from_pretrained(char_generator_dir)
+    q_moved = (
+        (
+            model.model.layers[0].self_attn.q_proj.weight
+            - base.model.layers[0].self_attn.q_proj.weight
+        )
+        .abs()
+        .sum()
+    )
+    k_moved = (
+        (
+            model.model.layers[0].self_attn.k_proj.weight
+            - base.model.layers[0].self_attn.k_proj.weight
+        )
+        .abs()
+        .sum()
+    )
+    assert q_moved > 0 and k_moved == 0  # only the LoRA targets changed
+
+
+def test_cli_generate_and_bad_config(tmp_path, char_generator_dir, pm_run, capsys):
+    from bayespref.calibration import main
+
+    config = tiny_calibration(tmp_path, char_generator_dir, pm_run)
+    path = tmp_path / "c.yaml"
+    from bayespref.config import save_config
+
+    save_config(config, path)
+    assert main(["generate", "--config", str(path), "data.n=6"]) == 0
+    assert "contexts" in capsys.readouterr().out
+    assert main(["calibrate", "--config", str(path), "loss.nope=1"]) == 2
+    assert "unknown config key" in capsys.readouterr().err
