@@ -129,6 +129,11 @@ class OptimConfig:
     max_steps: int | None = _field(None, "optimiser steps; overrides epochs when set")
     batch_size: int = _field(16, "examples per micro-batch per process (= the batch normaliser)")
     grad_accum: int = _field(1, "micro-batches per optimiser step")
+    max_padding_waste: float | None = _field(
+        1.1,
+        "forward each random micro-batch in length-sorted chunks whose padded/real token ratio "
+        "stays within this (the loss still sees the whole random batch); null: one padded pass",
+    )
     warmup_ratio: float = _field(0.1, "fraction of optimiser steps of linear warmup")
     max_grad_norm: float | None = _field(1.0, "gradient clipping (null: off)")
     adam_betas: list = _field([0.9, 0.999], "AdamW betas")
@@ -136,6 +141,10 @@ class OptimConfig:
     def __post_init__(self):
         if self.batch_size < 1 or self.grad_accum < 1:
             raise ConfigError("optim.batch_size and optim.grad_accum must be >= 1")
+        if self.max_padding_waste is not None and self.max_padding_waste < 1.0:
+            raise ConfigError(
+                f"optim.max_padding_waste must be >= 1.0 or null, got {self.max_padding_waste}"
+            )
         if self.lr <= 0:
             raise ConfigError(f"optim.lr must be > 0, got {self.lr}")
         if not 0.0 <= self.warmup_ratio < 1.0:

@@ -120,14 +120,20 @@ def predict_logits(model, split: EncodedSplit, batch_size: int, device=None) -> 
     device = device or next(model.parameters()).device
     was_training = model.training
     model.eval()
+    # longest first: batches of similar length pad little (order cannot matter in eval mode)
+    order = np.argsort([-len(item["input_ids"]) for item in split.items], kind="stable")
     try:
         out = []
         for start in range(0, len(split), batch_size):
-            indices = np.arange(start, min(start + batch_size, len(split)))
+            indices = order[start : start + batch_size]
             out.append(model(**model_inputs(split.batch(indices), device)).float().cpu())
     finally:
         model.train(was_training)
-    return torch.cat(out) if out else torch.zeros((0, split.prior.shape[1]))
+    if not out:
+        return torch.zeros((0, split.prior.shape[1]))
+    logits = torch.empty((len(split), out[0].shape[1]))
+    logits[torch.as_tensor(order)] = torch.cat(out)
+    return logits
 
 
 def predict_split(model, split: EncodedSplit, batch_size: int, device=None) -> np.ndarray:

@@ -22,6 +22,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from . import metrics as metrics_lib
+from .batching import forward_in_chunks
 from .checkpoint import (
     CheckpointError,
     atomic_write_dir,
@@ -40,7 +41,6 @@ from .evaluation import (
     constant_predictor_metrics,
     encode_split,
     evaluate_split,
-    model_inputs,
 )
 from .losses import LOSSES, MarginalEMA
 from .model import PreferenceModel
@@ -335,8 +335,8 @@ def _train(config: TrainConfig, resume: bool, accelerator, stop: GracefulStop) -
                 config.seed,
             )
             batch = train_split.batch(indices)
-            with accelerator.autocast():
-                logits = model(**model_inputs(batch, device))  # (B, C)
+            with accelerator.autocast():  # random batch, forwarded in length-sorted chunks
+                logits = forward_in_chunks(model, batch, device, optim.max_padding_waste)  # (B, C)
             losses = train_objective(
                 logits.float(), batch["prior"].to(device), batch["labels"].to(device)
             )  # (B,)
