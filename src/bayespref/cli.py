@@ -1,4 +1,8 @@
-"""The ``bayespref`` command line: ``train``, ``evaluate``, ``score``, ``compare``.
+"""The ``bayespref`` command line.
+
+Preference models: ``train``, ``evaluate``, ``score``, ``compare`` (the loss study).
+Generators: ``generate`` (ranked candidates), ``calibrate``, ``evaluate-generator``,
+``export-pairs`` (DPO pairs).
 
 Each subcommand is a thin layer over the Python API; configs are YAML files plus
 ``key=value`` overrides (``bayespref train --config configs/synthetic.yaml loss.name=jsd``).
@@ -167,6 +171,13 @@ def make_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("overrides", nargs="*", help="key=value overrides applied to every cell")
     p.set_defaults(func=cmd_compare)
+
+    # generator calibration (METHOD section 5): each module owns its subcommands
+    from . import calibration, export, generator_eval
+
+    calibration.make_parser(sub)  # generate, calibrate
+    generator_eval.make_parser(sub)  # evaluate-generator
+    export.make_parser(sub)  # export-pairs
     return parser
 
 
