@@ -62,8 +62,9 @@ from .generation import (
     _returned_cache,
     diverse_beam_search,
 )
-from .safety import GracefulStop, RunLock, TrainingInterrupted
+from .safety import GracefulStop, RunLock, RunLockedError, TrainingInterrupted
 from .train import (
+    NonFiniteError,
     RunExistsError,
     _jsonable,
     _truncate_metrics,
@@ -864,7 +865,8 @@ def build_candidates(config: CalibrationConfig) -> Path:
     """
     seed_everything(config.seed)
     train_rows, _ = split_contexts(load_contexts(config.data), config.data, config.seed)
-    return _build_candidates(config, train_rows, generator=None)
+    with RunLock(config.run_dir):  # one writer: calibrate on the same run waits its turn
+        return _build_candidates(config, train_rows, generator=None)
 
 
 def _build_candidates(
@@ -1109,7 +1111,7 @@ def _calibrate(config: CalibrationConfig, resume: bool, stop: GracefulStop) -> C
         grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm))
         lr = lr_at(step, total_steps, warmup_steps, optim.lr)
         if not (math.isfinite(totals["loss"]) and math.isfinite(grad_norm)):
-            raise FloatingPointError(
+            raise NonFiniteError(
                 f"non-finite loss or gradient at step {step + 1} ({totals}, grad norm "
                 f"{grad_norm}); the step was not applied, the last checkpoint is intact"
             )
@@ -1390,7 +1392,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         return args.func(args)
-    except (ConfigError, DataError, FileNotFoundError, RunExistsError, CheckpointError) as err:
+    except (
+        ConfigError,
+        DataError,
+        FileNotFoundError,
+        RunExistsError,
+        RunLockedError,
+        NonFiniteError,
+        CheckpointError,
+    ) as err:
         print(f"{args.command}: error: {err}", file=sys.stderr)  # noqa: T201
         return 2
     except TrainingInterrupted as err:
