@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -107,6 +108,19 @@ def test_save_and_load_round_trip_without_pickle(tiny_encoder_dir, tmp_path, mon
     assert scores[0] == pytest.approx(q[0] @ [-1.0, 0.0, 1.0], abs=1e-6)
     worst = loaded.score([["hi"]], ["hello you"], rule="worst-class")
     assert worst[0] == pytest.approx(-q[0, 0], abs=1e-6)
+
+
+def test_predict_proba_returns_input_order_whatever_the_batching(tiny_encoder_dir):
+    model = build(tiny_encoder_dir)
+    responses = ["ok", "a much longer reply with many more words in it", "mid length reply", "no"]
+    contexts = [["hi"], ["tell me more about it please"], None, ["x"]]
+    q_one_by_one = np.concatenate(
+        [model.predict_proba([c], [r]) for c, r in zip(contexts, responses)]
+    )
+    q_batched = model.predict_proba(contexts, responses, batch_size=3)
+    np.testing.assert_allclose(q_batched, q_one_by_one, atol=1e-6)
+    with pytest.raises(ValueError, match="contexts for"):
+        model.predict_proba(contexts, responses[:2])
 
 
 @pytest.mark.parametrize("peft", ["lora", "prefix"])

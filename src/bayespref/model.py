@@ -255,21 +255,31 @@ class PreferenceModel(nn.Module):
         responses: Sequence[str],
         batch_size: int = 64,
     ) -> np.ndarray:
-        """Class distributions q (N, C) for text pairs, batched, without gradients."""
+        """Class distributions q (N, C) for text pairs, batched, without gradients.
+
+        The pairs are forwarded longest first, so each batch pads little; q comes back in
+        input order (eval mode: an item's output does not depend on its batch).
+        """
+        if len(contexts) != len(responses):
+            raise ValueError(f"{len(contexts)} contexts for {len(responses)} responses")
+        items = [
+            encode_pair(self.tokenizer, c, r, self.config.max_length)
+            for c, r in zip(contexts, responses)
+        ]
+        q = np.zeros((len(items), self.label_space.num_classes))
+        order = np.argsort([-len(it["input_ids"]) for it in items], kind="stable")
         was_training = self.training
         self.eval()
         device = next(self.parameters()).device
-        out = []
-        for start in range(0, len(responses), batch_size):
-            batch = self.encode(
-                contexts[start : start + batch_size], responses[start : start + batch_size]
-            )
-            batch = {k: v.to(device) for k, v in batch.items()}
-            out.append(torch.softmax(self(**batch).float(), dim=-1).cpu().numpy())
-        self.train(was_training)
-        if not out:
-            return np.zeros((0, self.label_space.num_classes))
-        return np.concatenate(out)
+        try:
+            for start in range(0, len(items), batch_size):
+                rows = order[start : start + batch_size]
+                batch = collate_encoded([items[i] for i in rows], self.tokenizer.pad_token_id or 0)
+                batch = {k: v.to(device) for k, v in batch.items()}
+                q[rows] = torch.softmax(self(**batch).float(), dim=-1).cpu().numpy()
+        finally:
+            self.train(was_training)
+        return q
 
     def score(
         self,
