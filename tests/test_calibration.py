@@ -19,18 +19,17 @@ from bayespref.calibration import (
     calibrate,
     calibration_loss,
     continuation_logprobs,
-    convabuse_contexts,
     dedupe_and_rank,
     example_loss,
     gold_margin_loss,
     load_calibration_config,
     margin_ranking_loss,
     read_candidates,
-    read_context_jsonl,
     sequence_scores,
     token_nll,
 )
 from bayespref.config import ConfigError
+from bayespref.data.contexts import convabuse_contexts, read_context_jsonl
 from bayespref.data.schema import DataError
 from bayespref.train import RunExistsError
 
@@ -225,10 +224,10 @@ def test_shipped_configs_load():
     "line, problem",
     [
         ('{"id": 1, "context": "hi", "gold": "hello"', "not valid JSON"),
-        ('{"id": 1, "context": "hi"}', "missing key"),
+        ('{"id": 1, "context": "hi"}', "missing key 'gold'"),
         ('{"id": 1, "context": [], "gold": "x"}', "non-empty list"),
         ('{"id": 1, "context": 5, "gold": "x"}', "string or a list"),
-        ('{"id": 1, "context": "hi", "gold": ""}', "gold must be"),
+        ('{"id": 1, "context": "hi", "gold": ""}', "'gold' must be"),
         ('{"id": "a", "context": "hi", "gold": "x"}', "duplicate id"),
         ("[1, 2]", "JSON object"),
     ],
@@ -237,7 +236,7 @@ def test_bad_context_jsonl_names_the_file_and_line(tmp_path, line, problem):
     path = tmp_path / "contexts.jsonl"
     path.write_text('{"id": "a", "context": ["hi", "there"], "gold": "ok"}\n' + line + "\n")
     with pytest.raises(DataError, match=problem) as err:
-        read_context_jsonl(path)
+        read_context_jsonl(path, require_gold=True)
     assert err.value.line == 2 and err.value.path == str(path)
 
 
@@ -247,7 +246,7 @@ def test_context_jsonl_accepts_strings_and_turn_lists(tmp_path):
         '{"id": 7, "context": "hi", "gold": "hello"}\n\n'
         '{"id": "b", "context": ["a", "b"], "gold": "c", "extra": 1}\n'
     )
-    rows = read_context_jsonl(path)
+    rows = read_context_jsonl(path, require_gold=True)
     assert rows == [
         {"id": "7", "context": "hi", "gold": "hello"},
         {"id": "b", "context": ["a", "b"], "gold": "c"},
@@ -411,7 +410,7 @@ def test_candidates_are_built_ranked_cached_and_resumed(
 
     # a corrupt line in the middle is an error with the file and line
     path.write_bytes(b"\n".join(lines[:1] + [b'{"id": 3}'] + lines[2:]))
-    with pytest.raises(DataError, match="candidates.jsonl:2"):
+    with pytest.raises(DataError, match="candidates.jsonl:2: not a candidate row"):
         read_candidates(path)
 
 

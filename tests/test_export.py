@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from bayespref.calibration import candidates_meta_path, read_candidates
 from bayespref.data.schema import DataError
 from bayespref.export import (
     completion_text,
@@ -17,8 +18,9 @@ from bayespref.export import (
     make_parser,
     make_reward_function,
     prompt_context,
-    read_candidates,
+    ranked_candidates,
 )
+from bayespref.lm import chat_messages, plain_prompt
 from tiny_lm import save_tiny_llama
 
 
@@ -64,10 +66,11 @@ ROWS = [
 
 
 def write_cache(path, rows=ROWS, meta=True):
-    lines = ([json.dumps({"meta": {"num_beams": 4, "judge": "pm"}})] if meta else []) + [
-        json.dumps(r) for r in rows
-    ]
-    path.write_text("\n".join(lines) + "\n")
+    """A candidate file as calibration writes it: rows, and the settings in <stem>.meta.json."""
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    if meta:
+        settings = {"settings": {"decoding": {"num_beams": 4}}, "complete": True}
+        candidates_meta_path(path).write_text(json.dumps(settings))
     return path
 
 
@@ -80,9 +83,9 @@ def read_jsonl(path):
 
 def test_best_vs_worst_skips_ties_and_single_candidates_and_counts_them(tmp_path):
     cache = write_cache(tmp_path / "c.jsonl")
-    sets, meta = read_candidates(cache)
-    assert meta == {"num_beams": 4, "judge": "pm"}
-    assert [c.score for c in sets[0].candidates] == [0.9, 0.5, 0.1]
+    meta, rows = read_candidates(cache)
+    assert meta["settings"] == {"decoding": {"num_beams": 4}}
+    assert [c["score"] for c in ranked_candidates(rows[0])] == [0.9, 0.5, 0.1]
 
     report = export_pairs(cache, tmp_path / "pairs.jsonl")
     pairs = read_jsonl(tmp_path / "pairs.jsonl")
@@ -134,19 +137,29 @@ def test_gold_vs_worst_needs_a_gold(tmp_path):
     assert dict(report.skipped) == {"no gold": 1}
 
 
-def test_conversational_prompt_joins_the_turns(tmp_path):
+def test_prompts_follow_the_one_prompt_format_and_the_reward_inverts_it(tmp_path):
     rows = [dict(ROWS[1], candidates=[cand("I'm here for you.", 0.8), cand("Whatever.", -0.9)])]
-    cache = write_cache(tmp_path / "c.jsonl", rows, meta=False)
+    cache = write_cache(tmp_path / "c.jsonl", rows)
     export_pairs(cache, tmp_path / "p.jsonl", prompt_format="conversational")
     (pair,) = read_jsonl(tmp_path / "p.jsonl")
-    assert pair["prompt"] == [{"role": "user", "content": "My dog died.\nI miss him."}]
+    # turns alternate back from the last one, the user's
+    expected = [
+        {"role": "assistant", "content": "My dog died."},
+        {"role": "user", "content": "I miss him."},
+    ]
+    assert pair["prompt"] == expected == chat_messages(ROWS[1]["context"])
     assert pair["score_margin"] == pytest.approx(1.7)
+    export_pairs(cache, tmp_path / "t.jsonl", prompt_format="text")
+    (pair,) = read_jsonl(tmp_path / "t.jsonl")
+    assert pair["prompt"] == "My dog died.\nI miss him.\n" == plain_prompt(ROWS[1]["context"])
+    # the reward function hands the preference model the turns the candidates were scored on
+    assert prompt_context(expected) == prompt_context(pair["prompt"]) == ROWS[1]["context"]
 
 
 @pytest.mark.parametrize(
     ("line", "problem"),
     [
-        ('{"id": "x", "context": "hi", "candidates": [', "invalid JSON"),
+        ('{"id": "x", "context": "hi", "candidates": [', "not valid JSON"),
         ('{"id": "x", "context": "hi"}', "'candidates'"),
         ('{"id": "x", "context": 3, "candidates": []}', "'context'"),
         ('{"id": "x", "context": "hi", "candidates": [{"text": "a", "score": NaN}]}', "finite"),
@@ -156,16 +169,23 @@ def test_conversational_prompt_joins_the_turns(tmp_path):
             '{"id": "x", "context": "hi", "candidates": [{"text": "a", "score": 1, "count": 0}]}',
             "count",
         ),
-        ('{"meta": {}}', "meta line"),
+        ('{"meta": {}}', "'id'"),  # settings live in <stem>.meta.json, not on a first line
     ],
 )
 def test_malformed_cache_lines_name_file_and_line(tmp_path, line, problem):
     path = tmp_path / "cache.jsonl"
-    path.write_text(json.dumps({"meta": {}}) + "\n" + json.dumps(ROWS[0]) + "\n" + line + "\n")
+    write_cache(path, [ROWS[0], ROWS[2]])
+    path.write_text(json.dumps(ROWS[0]) + "\n" + line + "\n")
     with pytest.raises(DataError, match=problem) as err:
         export_pairs(path, tmp_path / "out.jsonl")
-    assert str(err.value).startswith(f"{path}:3:")
+    assert str(err.value).startswith(f"{path}:2:")
     assert not (tmp_path / "out.jsonl").exists()
+
+
+def test_a_candidate_file_without_its_settings_is_refused(tmp_path):
+    path = write_cache(tmp_path / "c.jsonl", meta=False)
+    with pytest.raises(DataError, match=r"c\.meta\.json"):
+        export_pairs(path, tmp_path / "out.jsonl")
 
 
 def test_cli_export_pairs(tmp_path, capsys):
@@ -225,7 +245,13 @@ def test_exported_pairs_train_one_dpo_step(tmp_path, prompt_format):
         use_cpu=True,
     )
     trainer = DPOTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer)
-    result = trainer.train()
+    try:
+        result = trainer.train()
+    finally:
+        from accelerate.state import AcceleratorState
+
+        # TRL's accelerator state would otherwise clash with later trainings in this process
+        AcceleratorState._reset_state(reset_partial_state=True)
 
     assert trainer.state.global_step == 1
     # policy = reference at the first step: the DPO loss is -log sigmoid(0) = log 2

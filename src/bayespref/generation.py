@@ -520,37 +520,20 @@ def generate_candidates(
 
 def encode_prompts(
     tokenizer: Any,
-    contexts: list[str],
+    contexts: Sequence[str | Sequence[str]],
     *,
     chat_template: bool = True,
     pad_token_id: int | None = None,
+    max_context_tokens: int | None = None,
 ) -> tuple[torch.LongTensor, torch.LongTensor]:
-    """Tokenise contexts into left-padded (input_ids, attention_mask), each (B, T).
-
-    With `chat_template`, the template's own text carries any special tokens, so none are added.
+    """Tokenise contexts (strings or lists of turns) into left-padded (input_ids,
+    attention_mask), each (B, T), with the project's one prompt format
+    (:func:`bayespref.lm.prompt_ids`: the chat template's own text carries any special tokens).
     """
-    if chat_template and not getattr(tokenizer, "chat_template", None):
-        raise ValueError("the tokenizer has no chat template: pass chat_template=False")
-    if chat_template:
-        texts = [
-            tokenizer.apply_chat_template(
-                [{"role": "user", "content": c}], tokenize=False, add_generation_prompt=True
-            )
-            for c in contexts
-        ]
-        ids = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
-    else:
-        ids = [tokenizer(c)["input_ids"] for c in contexts]
-    empty = [i for i, x in enumerate(ids) if not x]
-    if empty:
-        raise ValueError(f"contexts {empty} encode to no tokens: nothing to condition on")
+    from .lm import left_pad, prompt_ids
+
+    ids = [prompt_ids(tokenizer, c, chat_template, max_context_tokens) for c in contexts]
     if pad_token_id is None:
         # any id works under a zero attention mask
         pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    T = max(len(x) for x in ids)
-    input_ids = torch.full((len(ids), T), pad_token_id, dtype=torch.long)
-    attention_mask = torch.zeros((len(ids), T), dtype=torch.long)
-    for b, x in enumerate(ids):
-        input_ids[b, T - len(x) :] = torch.tensor(x, dtype=torch.long)
-        attention_mask[b, T - len(x) :] = 1
-    return input_ids, attention_mask
+    return left_pad(ids, pad_token_id)

