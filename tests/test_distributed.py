@@ -75,3 +75,38 @@ def test_a_two_process_training_run_ends_with_a_checkpoint_that_evaluate_reads(
     assert (run / "checkpoint" / "step-00000004" / "manifest.json").is_file()
     result = evaluate_run(str(run))
     assert result["n"] == 24 and 0.0 <= result["model"]["accuracy"] <= 1.0
+
+
+@pytest.mark.skipif(TORCHRUN is None, reason="torchrun not found beside the Python interpreter")
+def test_two_process_scoring_writes_the_single_process_file(tmp_path, tiny_encoder_dir):
+    import json
+
+    from bayespref.config import ModelConfig
+    from bayespref.data.schema import LabelSpace
+    from bayespref.model import PreferenceModel
+
+    model_dir = tmp_path / "pm"
+    space = LabelSpace(("bad", "ok", "good"), (0.0, 0.5, 1.0))
+    PreferenceModel.build(ModelConfig(encoder=tiny_encoder_dir, max_length=32), space).save(
+        model_dir
+    )
+    pairs = tmp_path / "pairs.jsonl"
+    words = "a b c d e f g h i j k".split()
+    pairs.write_text(
+        "".join(
+            json.dumps({"id": f"p{i}", "context": ["hello"], "response": " ".join(words[: i + 1])})
+            + "\n"
+            for i in range(7)  # odd: the two shares differ in size
+        )
+    )
+    one, two = tmp_path / "one.jsonl", tmp_path / "two.jsonl"
+    # --run-dir: under torchrun, `--run` is taken for an abbreviation of torchrun's --run-path
+    score = ["score", "--run-dir", str(model_dir), "--input", str(pairs)]
+    _run([sys.executable, "-m", "bayespref.cli", *score, "--output", str(one)])
+    _run([TORCHRUN, "--nproc_per_node", "2", "-m", "bayespref.cli", *score, "--output", str(two)])
+    single = [json.loads(line) for line in one.read_text().splitlines()]
+    parallel = [json.loads(line) for line in two.read_text().splitlines()]
+    assert [r["id"] for r in parallel] == [r["id"] for r in single] == [f"p{i}" for i in range(7)]
+    for a, b in zip(single, parallel):
+        assert b["score"] == pytest.approx(a["score"], abs=1e-6)
+        assert b["probs"] == pytest.approx(a["probs"], abs=1e-6)

@@ -137,7 +137,9 @@ def make_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="metrics of a trained model against the annotators")
-    p.add_argument("--run", required=True, help="run directory (runs/<name>)")
+    p.add_argument(
+        "--run", "--run-dir", dest="run", required=True, help="run directory (runs/<name>)"
+    )
     p.add_argument("--data", help="data file (default: the run's validation split)")
     p.add_argument("--format", help="loader for --data (default: the run's data.format)")
     p.add_argument("--option", action="append", help="loader option key=value (repeatable)")
@@ -148,7 +150,9 @@ def make_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("score", help="score (context, response) pairs from JSONL")
-    p.add_argument("--run", required=True, help="run directory (runs/<name>)")
+    p.add_argument(
+        "--run", "--run-dir", dest="run", required=True, help="run directory (runs/<name>)"
+    )
     p.add_argument("--input", required=True, help="JSONL with context (optional) and response")
     p.add_argument("--output", required=True, help="JSONL written with probs and score")
     p.add_argument(

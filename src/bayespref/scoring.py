@@ -64,16 +64,37 @@ def score_file(
 
     Output fields: the input fields, ``probs`` {class: q}, ``score`` (higher = preferred, under
     ``rule``), ``expected_utility`` and ``worst_class_prob``.
-    """
-    import torch
 
-    model = PreferenceModel.from_run(run, checkpoint=checkpoint)
+    Under ``torchrun``/``accelerate launch`` each process scores a contiguous share of the pairs
+    and the main process writes them all, in input order: the same file as one process writes.
+    """
+    import numpy as np
+    import torch
+    from accelerate import PartialState
+
+    state = PartialState(cpu=not torch.cuda.is_available())
+    model = PreferenceModel.from_run(run, checkpoint=checkpoint).to(state.device)
     pairs = read_pairs(input_path)
     space = model.label_space
-    with torch.inference_mode():
-        q = model.predict_proba(
-            [p["context"] for p in pairs], [p["response"] for p in pairs], batch_size=batch_size
-        )
+    with state.split_between_processes(list(range(len(pairs)))) as share:
+        with torch.inference_mode():
+            q_share = model.predict_proba(
+                [pairs[i]["context"] for i in share],
+                [pairs[i]["response"] for i in share],
+                batch_size=batch_size,
+            )
+    if state.num_processes > 1:
+        from accelerate.utils import gather_object
+
+        shares = gather_object([(list(share), q_share)])  # one (indices, q) per process
+        state.wait_for_everyone()
+        if not state.is_main_process:
+            return len(pairs)
+        q = np.zeros((len(pairs), space.num_classes))
+        for indices, rows in shares:
+            q[indices] = rows
+    else:
+        q = q_share
     scores = score_distributions(q, space, rule)
     utility = score_distributions(q, space, "expected-utility")
     worst = -score_distributions(q, space, "worst-class")
