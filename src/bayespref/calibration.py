@@ -124,7 +124,9 @@ class ContextsConfig:
 @dataclasses.dataclass
 class ScorerConfig:
     run: str | None = _field(
-        None, "preference model run directory (train one with: bayespref train --config ...)"
+        None,
+        "preference model run directory (train one with: bayespref train --config ...); null: "
+        "rank by the generator's own beam score (texts to re-score later: rescore_candidates)",
     )
     checkpoint: str = _field("best", "best | last | a folder under <run>/checkpoint/")
     rule: str = _field("expected-utility", "expected-utility | worst-class (METHOD section 4)")
@@ -736,11 +738,13 @@ def _build_candidates(
     if todo:
         from .model import PreferenceModel
 
-        if config.scorer.run is None:
-            raise ConfigError("scorer.run is required: a preference model run directory")
-        scorer = PreferenceModel.from_run(config.scorer.run, checkpoint=config.scorer.checkpoint)
         generator = generator or load_generator(config.generator)
-        scorer.to(next(generator.model.parameters()).device)
+        scorer = None
+        if config.scorer.run is not None:
+            scorer = PreferenceModel.from_run(
+                config.scorer.run, checkpoint=config.scorer.checkpoint
+            )
+            scorer.to(next(generator.model.parameters()).device)
         _generate_into(path, todo, generator, scorer, config)
         del scorer
     rows, _ = _read_candidate_rows(path, tolerate_partial_last=False)
@@ -764,6 +768,73 @@ def _build_candidates(
     return path
 
 
+def rescore_candidates(config: CalibrationConfig, source: str | os.PathLike) -> Path:
+    """Re-rank the texts of an existing candidate file with ``config.scorer``.
+
+    ``source`` must come from the same generator, decoding and contexts as ``config`` (its
+    scorer may differ, or be none: see ``scorer.run``); nothing is generated. Each row's
+    texts, duplicates included, are scored again and ranked by :func:`dedupe_and_rank` (equal
+    scores keep the source's order). The result goes to ``config.candidates_path`` in the same
+    format, with the settings ``config`` would have written, so :func:`calibrate` and
+    ``export-pairs`` read it as if :func:`build_candidates` had made it. A complete file with
+    these settings is reused.
+    """
+    from .model import PreferenceModel
+
+    if config.scorer.run is None:
+        raise ConfigError("rescore_candidates needs scorer.run: a preference model run")
+    train_rows, _ = split_contexts(load_contexts(config.data), config.data, config.seed)
+    settings = _candidate_settings(config, train_rows)
+    path, meta_path = config.candidates_path, candidates_meta_path(config.candidates_path)
+    if meta_path.is_file() and path.is_file():
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        if meta.get("settings") != settings:
+            raise CandidateCacheError(
+                f"{path} was built with other settings ({_diff(meta.get('settings'), settings)})"
+                f"; delete it and {meta_path.name}"
+            )
+        if meta.get("complete"):
+            logger.info("reusing re-scored candidates %s", path)
+            return path
+    source_meta, source_rows = read_candidates(source)
+    wanted = {k: v for k, v in settings.items() if k != "scorer"}
+    have = {k: v for k, v in source_meta.get("settings", {}).items() if k != "scorer"}
+    if have != wanted or not source_meta.get("complete"):
+        raise CandidateCacheError(
+            f"{source} is incomplete or holds other candidates ({_diff(have, wanted)})"
+        )
+    scorer = PreferenceModel.from_run(config.scorer.run, checkpoint=config.scorer.checkpoint)
+    texts = [
+        [c["text"] for c in row["candidates"] for _ in range(c["count"])] for row in source_rows
+    ]
+    contexts = [row["context"] for row, t in zip(source_rows, texts) for _ in t]
+    flat = [text for t in texts for text in t]
+    scores = scorer.score(
+        contexts, flat, rule=config.scorer.rule, batch_size=config.scorer.batch_size
+    )
+    lines, start = [], 0
+    for row, row_texts in zip(source_rows, texts):
+        ranked = dedupe_and_rank(row_texts, scores[start : start + len(row_texts)])
+        start += len(row_texts)
+        record = {**row, "candidates": ranked, "num_unique": len(ranked)}
+        lines.append(json.dumps(record, ensure_ascii=False) + "\n")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(lines), encoding="utf-8")
+    tmp.replace(path)
+    meta = {
+        "settings": settings,
+        "complete": True,
+        "num_contexts": len(source_rows),
+        "num_generated": sum(r["num_generated"] for r in source_rows),
+        "num_unique": sum(r["num_unique"] for r in source_rows),
+        "rescored_from": str(source),
+    }
+    _write_json_atomic(meta_path, meta)
+    logger.info("re-scored %d candidate lists from %s -> %s", len(source_rows), source, path)
+    return path
+
+
 def _generate_into(path: Path, rows: list[dict], generator: Generator, scorer, config) -> None:
     from tqdm.auto import tqdm
 
@@ -783,9 +854,12 @@ def _generate_into(path: Path, rows: list[dict], generator: Generator, scorer, c
             new = out.sequences[:, input_ids.shape[1] :].tolist()  # (B*K, T_new)
             texts = [generator.decode_new(tokens)[0] for tokens in new]
             contexts = [r["context"] for r in chunk for _ in range(K)]
-            scores = scorer.score(
-                contexts, texts, rule=config.scorer.rule, batch_size=config.scorer.batch_size
-            )
+            if scorer is None:  # the generator's own ranking: its beam score
+                scores = out.sequence_scores.tolist()
+            else:
+                scores = scorer.score(
+                    contexts, texts, rule=config.scorer.rule, batch_size=config.scorer.batch_size
+                )
             lines = []
             for b, row in enumerate(chunk):
                 ranked = dedupe_and_rank(texts[b * K : (b + 1) * K], scores[b * K : (b + 1) * K])

@@ -1,0 +1,193 @@
+"""The calibration study: ranking quality by hand, the acceptance rule, the shipped configs, and
+the --quick study end to end with tiny models (cached rerun, resumed partial steps, report)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from bayespref import calibration_study as cs
+from bayespref.calibration import read_candidates
+from bayespref.calibration_study import (
+    acceptance,
+    calibration_config,
+    load_calibration_study,
+    ranking_quality,
+    run_calibration_study,
+)
+from tiny_lm import save_tiny_llama
+
+REPO = Path(__file__).resolve().parents[1]
+STUDY = REPO / "configs" / "calibration-study.yaml"
+LOSSES = ["forward-kl", "reverse-kl", "jsd", "soft", "majority"]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    n_threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n_threads)
+
+
+def cand(text: str, score: float) -> dict:
+    return {"text": text, "score": score, "count": 1}
+
+
+def test_ranking_quality_by_hand():
+    rows = [
+        # PM order a > b > c; judge c > b > a: Spearman -1, top-1 wrong, 0 of 3 pairs agree
+        {"id": "1", "candidates": [cand("a", 0.9), cand("b", 0.5), cand("c", 0.1)]},
+        # top two tie within 1e-3 but not 1e-6; judge agrees on the order: Spearman 1
+        {"id": "2", "candidates": [cand("x", 0.5004), cand("y", 0.5), cand("z", 0.2)]},
+        # one distinct candidate: not a set to rank
+        {"id": "3", "candidates": [cand("only", 0.3)]},
+    ]
+    judge = {
+        ("1", "a"): 0.0, ("1", "b"): 0.5, ("1", "c"): 1.0,
+        ("2", "x"): 0.9, ("2", "y"): 0.6, ("2", "z"): 0.1,
+    }  # fmt: skip
+    q = ranking_quality(rows, judge)
+    assert (q["sets"], q["sets_total"]) == (2, 3)
+    assert q["top2_tie_1e-6"] == 0.0 and q["top2_tie_1e-3"] == 0.5
+    assert q["mean_spread"] == pytest.approx(((0.9 - 0.1) + (0.5004 - 0.2)) / 2)
+    assert q["spearman"] == pytest.approx(0.0)  # (-1 + 1) / 2
+    assert q["top1_agreement"] == 0.5
+    assert q["pairwise_agreement"] == pytest.approx(3 / 6) and q["pairs"] == 6
+
+
+def test_acceptance_needs_the_interval_above_zero_and_a_small_perplexity_rise():
+    def result(mean, low, change):
+        return {
+            "paired": {"utility_difference": {"mean": mean, "low": low, "high": mean + 1}},
+            "perplexity_change": change,
+        }
+
+    task = {"losses": {"a": result(0.2, 0.05, 0.12), "b": result(0.1, 0.01, 0.05)}}
+    acc = acceptance(task, 0.10)
+    assert acc["best"] == "a" and not acc["accepted"]  # perplexity rose 12%
+    assert acc["passing"] == ["b"] and acc["margin_over_runner_up"] == pytest.approx(0.1)
+    task["losses"]["a"]["perplexity_change"] = 0.02
+    assert acceptance(task, 0.10)["accepted"]
+    task["losses"]["a"]["paired"]["utility_difference"]["low"] = -0.01
+    assert not acceptance(task, 0.10)["accepted"]
+
+
+def test_shipped_study_configs_load():
+    study = load_calibration_study(STUDY)
+    assert study.losses == LOSSES
+    assert [t.name for t in study.tasks] == ["synthetic", "convabuse"]
+    assert study.tasks[0].judge == "oracle" and study.tasks[1].judge == {"loss": "soft", "seed": 1}
+    assert study.tasks[0].eval_contexts["n"] >= 200
+    quick = load_calibration_study(STUDY, quick=True)
+    assert quick.losses == LOSSES and quick.name == "calibration-study-quick"
+
+
+@pytest.fixture(scope="module")
+def tiny_generator(tmp_path_factory) -> str:
+    return str(save_tiny_llama(tmp_path_factory.mktemp("gen") / "llama", seed=0))
+
+
+def test_quick_study_end_to_end_cached_and_resumed(
+    tmp_path, tiny_generator, tiny_encoder_dir, monkeypatch
+):
+    study = load_calibration_study(
+        STUDY, quick=True, overrides=[f"output_dir={tmp_path}", f"generator.name={tiny_generator}"]
+    )
+    pm_overrides = [f"model.encoder={tiny_encoder_dir}", f"model.feature_cache={tmp_path / 'f'}"]
+    result = run_calibration_study(study, train_overrides=pm_overrides, command="test")
+    # 2 tasks x 5 losses: PMs and calibrations; + the judge PM of the second task
+    assert result.outcome == {"cached": 0, "trained": 21, "resumed": 0}
+
+    root = study.study_dir
+    report = result.report.read_text()
+    for task in ("synthetic", "synthetic-pm-judge"):
+        assert f"## {task}" in report
+        assert set(result.results[task]["losses"]) == set(LOSSES)
+        for loss in LOSSES:
+            assert f"| {loss} |" in report
+    assert "command: `test`" in report and "git commit" in report
+    assert (root / "report.json").is_file()
+    assert {p.name for p in result.plots} == {"utility_difference.png", "ranking_agreement.png"}
+
+    # one shared generation; every PM's file holds the same texts, re-ranked
+    task = study.tasks[0]
+    _, generated = read_candidates(root / "synthetic" / "candidates" / "generated.jsonl")
+    for loss in LOSSES:
+        meta, rows = read_candidates(calibration_config(study, task, loss).candidates_path)
+        assert meta["settings"]["scorer"]["run"].endswith(f"pm/{loss}")
+        for row, gen in zip(rows, generated, strict=True):
+            assert sorted(c["text"] for c in row["candidates"]) == sorted(
+                c["text"] for c in gen["candidates"]
+            )
+            scores = [c["score"] for c in row["candidates"]]
+            assert scores == sorted(scores, reverse=True)
+    synthetic = result.results["synthetic"]
+    assert synthetic["n"] == 12 and synthetic["judge"] == "oracle"
+    for loss in LOSSES:
+        r = synthetic["losses"][loss]
+        d = r["paired"]["utility_difference"]
+        assert d["low"] <= d["mean"] <= d["high"] or math.isnan(d["low"])
+        assert r["ranking"]["sets_total"] == 8
+        assert r["base"] == synthetic["base"]  # the base answered once, shared
+    assert result.results["synthetic-pm-judge"]["judge"].startswith("pm:")
+
+    # a rerun trains, generates and decodes nothing
+    def forbidden(*args, **kwargs):
+        raise AssertionError("a finished step ran again")
+
+    import bayespref.calibration
+    import bayespref.generator_eval
+    import bayespref.train
+
+    with monkeypatch.context() as m:
+        m.setattr(bayespref.train, "train", forbidden)
+        m.setattr(cs, "calibrate", forbidden)
+        m.setattr(bayespref.calibration, "diverse_beam_search", forbidden)
+        m.setattr(bayespref.generator_eval, "run_generator", forbidden)
+        again = run_calibration_study(study, train_overrides=pm_overrides)
+    assert again.outcome == {"cached": 21, "trained": 0, "resumed": 0}
+    cached = again.results["synthetic"]["losses"]["jsd"]["paired"]
+    assert cached["utility_difference"] == pytest.approx(
+        synthetic["losses"]["jsd"]["paired"]["utility_difference"], nan_ok=True
+    )
+
+    # an interrupted calibration (checkpoint, no generator yet) is resumed, not redone
+    run = calibration_config(study, task, "jsd").run_dir
+    (run / "summary.json").unlink()
+    shutil.rmtree(run / "generator")
+    third = run_calibration_study(study, train_overrides=pm_overrides)
+    assert third.outcome == {"cached": 20, "trained": 0, "resumed": 1}
+    assert (run / "generator").is_dir()
+    assert set(third.results["synthetic"]["losses"]) == set(LOSSES)
+
+    # a different calibration config in the same study folder is refused
+    other = load_calibration_study(
+        STUDY,
+        quick=True,
+        overrides=[
+            f"output_dir={tmp_path}",
+            f"generator.name={tiny_generator}",
+            "calibration=[optim.lr=0.5, optim.max_steps=2, eval_every=2]",
+        ],
+    )
+    with pytest.raises(cs.StudyError, match="different config"):
+        run_calibration_study(other, train_overrides=pm_overrides)
+
+
+def test_cli_report_only(tmp_path, capsys):
+    parser = argparse.ArgumentParser()
+    cs.make_parser(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(
+        ["calibration-study", "--config", str(STUDY), "--quick", "--report-only",
+         "--set", f"output_dir={tmp_path}", "--set", "tasks=[]"]
+    )  # fmt: skip
+    with pytest.raises(Exception, match="at least one task"):
+        args.func(args)
+    assert json.dumps(vars(args), default=str)
