@@ -43,9 +43,9 @@ def load_model(tiny: bool, dev):
             tie_word_embeddings=True,
         )
         return LlamaForCausalLM(config).to(dev), "random Llama, SmolLM2-135M shape, 4 layers"
-    from bayespref.generator_eval import load_generator
+    from bayespref.lm import load_generator
 
-    model, _ = load_generator("smollm2-135m-instruct")
+    model = load_generator("smollm2-135m-instruct").model
     return model.to(dev), "SmolLM2-135M-Instruct (packaged GGUF, float32)"
 
 

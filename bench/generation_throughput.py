@@ -1,14 +1,13 @@
 """Diverse beam search throughput (new tokens per second) and model FLOP utilisation.
 
     .venv/bin/python bench/generation_throughput.py [--contexts 32] [--beams 4] [--bf16]
-                                                    [--model PATH | --tiny]
+                                                    [--model PATH]
 
 Runs `bayespref.generation.generate_candidates` (our diverse beam search, KV cache, batched over
 contexts) on synthetic contexts with the chat template, and reports generated tokens per second
 (every beam's new tokens) and, on a GPU with a known peak, model FLOP utilisation (2 x parameters
 x processed tokens / s over the peak; attention FLOPs left out). Model: the packaged
-SmolLM2-135M-Instruct, `--model` any causal LM folder, `--tiny` a random 2-layer Llama with the
-SmolLM2 tokenizer (for the CPU test).
+SmolLM2-135M-Instruct, or `--model` any causal LM folder or name.
 """
 
 from __future__ import annotations
@@ -27,26 +26,12 @@ from bayespref.generation import DiverseBeamConfig, generate_candidates  # noqa:
 
 
 def load(args, dev):
-    from bayespref.calibration import GeneratorConfig, load_generator
+    from bayespref.lm import load_generator
 
-    name = args.model or "smollm2-135m-instruct"
-    generator = load_generator(GeneratorConfig(name=name))
-    model, tokenizer = generator.model, generator.tokenizer
-    if args.tiny:
-        from transformers import LlamaConfig, LlamaForCausalLM
-
-        torch.manual_seed(0)
-        config = LlamaConfig(
-            vocab_size=len(tokenizer),
-            hidden_size=64,
-            intermediate_size=128,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-        )
-        model = LlamaForCausalLM(config)
+    generator = load_generator(args.model or "smollm2-135m-instruct")
     dtype = torch.bfloat16 if args.bf16 else torch.float32
-    return model.to(dev, dtype).eval(), tokenizer, name if not args.tiny else "tiny random Llama"
+    model = generator.model.to(dev, dtype).eval()
+    return model, generator.tokenizer, args.model or "SmolLM2-135M-Instruct (packaged GGUF)"
 
 
 def main() -> None:
@@ -57,7 +42,6 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=40)
     parser.add_argument("--bf16", action="store_true")
     parser.add_argument("--model", help="causal LM folder or name (default: packaged SmolLM2)")
-    parser.add_argument("--tiny", action="store_true")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--json", help="also write the figures here")
     args = parser.parse_args()

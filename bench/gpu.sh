@@ -17,7 +17,8 @@ if [[ "${1:-}" == "--tiny" ]]; then
   "$python" bench/train_throughput.py --config configs/synthetic.yaml --steps 2 --warmup 1 \
     --json "$out/gpu-train.json" model.encoder="$encoder" "data.train={n: 64, seed: 1}" \
     model.max_length=32 optim.batch_size=8
-  "$python" bench/generation_throughput.py --tiny --contexts 2 --beams 2 --batch-size 2 \
+  generator=${TINY_GENERATOR:?set TINY_GENERATOR to a tiny causal LM folder with a chat tokenizer}
+  "$python" bench/generation_throughput.py --model "$generator" --contexts 2 --beams 2 --batch-size 2 \
     --max-new-tokens 4 --json "$out/gpu-generate.json"
   exit 0
 fi

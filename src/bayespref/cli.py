@@ -177,11 +177,12 @@ def make_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_compare)
 
     # generator calibration (METHOD section 5): each module owns its subcommands
-    from . import calibration, export, generator_eval
+    from . import calibration, calibration_study, export, generator_eval
 
     calibration.make_parser(sub)  # generate, calibrate
     generator_eval.make_parser(sub)  # evaluate-generator
     export.make_parser(sub)  # export-pairs
+    calibration_study.make_parser(sub)  # calibration-study: base vs each loss, end to end
     return parser
 
 
