@@ -697,17 +697,73 @@ def build_candidates(config: CalibrationConfig) -> Path:
     """
     seed_everything(config.seed)
     train_rows, _ = split_contexts(load_contexts(config.data), config.data, config.seed)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        return _build_candidates_sharded(config, train_rows)
     with RunLock(config.run_dir):  # one writer: calibrate on the same run waits its turn
         return _build_candidates(config, train_rows, generator=None)
 
 
-def _build_candidates(
-    config: CalibrationConfig, train_rows: list[dict], generator: Generator | None
-) -> Path:
+def _build_candidates_sharded(config: CalibrationConfig, train_rows: list[dict]) -> Path:
+    """:func:`build_candidates` under ``torchrun``/``accelerate launch``: each process searches
+    a contiguous share of the contexts still to do into ``<file>.part<rank>`` (resumable on
+    its own), then the main process appends the parts in rank order: the candidates one process
+    writes, in the same order (scores agree up to the float rounding of other batches)."""
+    from contextlib import nullcontext
+
+    from accelerate import PartialState
+    from accelerate.utils import broadcast_object_list
+
+    state = PartialState(cpu=not torch.cuda.is_available())
+    path = config.candidates_path
+    lock = RunLock(config.run_dir) if state.is_main_process else nullcontext()
+    with lock:
+        status = [None]
+        if state.is_main_process:  # check the cache; `_build_candidates` with nothing to do
+            status = [_prepare_candidate_cache(config, train_rows)]
+        status = broadcast_object_list(status)[0]
+        if status == "complete":
+            return path
+        with state.split_between_processes(train_rows[status:]) as share:
+            part = path.with_name(f"{path.name}.part{state.process_index}")
+            done = (
+                _read_candidate_rows(part, tolerate_partial_last=True)
+                if part.is_file()
+                else ([], 0)
+            )
+            rows, complete = done
+            if part.is_file() and complete < part.stat().st_size:
+                with part.open("r+b") as fh:
+                    fh.truncate(complete)
+            if [r["id"] for r in rows] != [r["id"] for r in share[: len(rows)]]:
+                part.unlink()  # another split of the work (other process count): redo the share
+                rows = []
+            todo = share[len(rows) :]
+            if todo:
+                generator = load_generator(
+                    dataclasses.replace(config.generator, device=str(state.device))
+                )
+                scorer = _load_scorer(config, generator)
+                _generate_into(part, todo, generator, scorer, config)
+            elif not part.exists():
+                part.write_bytes(b"")
+        state.wait_for_everyone()
+        if state.is_main_process:
+            with path.open("ab") as fh:
+                for rank in range(state.num_processes):
+                    part = path.with_name(f"{path.name}.part{rank}")
+                    fh.write(part.read_bytes())
+            for rank in range(state.num_processes):
+                path.with_name(f"{path.name}.part{rank}").unlink()
+            _build_candidates(config, train_rows, generator=None)  # verify + mark complete
+        state.wait_for_everyone()
+    return path
+
+
+def _prepare_candidate_cache(config: CalibrationConfig, train_rows: list[dict]) -> int | str:
+    """Check or start the cache file: the number of contexts already in it, or "complete"."""
     path = config.candidates_path
     meta_path = candidates_meta_path(path)
     settings = _candidate_settings(config, train_rows)
-    done: list[dict] = []
     if meta_path.is_file() and path.is_file():
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
         if meta.get("settings") != settings:
@@ -727,24 +783,37 @@ def _build_candidates(
             )
         if meta.get("complete") and len(done) == len(train_rows):
             logger.info("reusing %d cached candidate lists from %s", len(done), path)
-            return path
+            return "complete"
         logger.info("%s: resuming after %d of %d contexts", path, len(done), len(train_rows))
-    else:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(b"")
-        _write_json_atomic(meta_path, {"settings": settings, "complete": False})
+        return len(done)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"")
+    _write_json_atomic(meta_path, {"settings": settings, "complete": False})
+    return 0
 
-    todo = train_rows[len(done) :]
+
+def _load_scorer(config: CalibrationConfig, generator: Generator):
+    """The ranking preference model on the generator's device (None: rank by beam score)."""
+    if config.scorer.run is None:
+        return None
+    from .model import PreferenceModel
+
+    scorer = PreferenceModel.from_run(config.scorer.run, checkpoint=config.scorer.checkpoint)
+    return scorer.to(next(generator.model.parameters()).device)
+
+
+def _build_candidates(
+    config: CalibrationConfig, train_rows: list[dict], generator: Generator | None
+) -> Path:
+    path = config.candidates_path
+    settings = _candidate_settings(config, train_rows)
+    done = _prepare_candidate_cache(config, train_rows)
+    if done == "complete":
+        return path
+    todo = train_rows[done:]
     if todo:
-        from .model import PreferenceModel
-
         generator = generator or load_generator(config.generator)
-        scorer = None
-        if config.scorer.run is not None:
-            scorer = PreferenceModel.from_run(
-                config.scorer.run, checkpoint=config.scorer.checkpoint
-            )
-            scorer.to(next(generator.model.parameters()).device)
+        scorer = _load_scorer(config, generator)
         _generate_into(path, todo, generator, scorer, config)
         del scorer
     rows, _ = _read_candidate_rows(path, tolerate_partial_last=False)
@@ -757,7 +826,7 @@ def _build_candidates(
         "num_generated": sum(r["num_generated"] for r in rows),
         "num_unique": sum(r["num_unique"] for r in rows),
     }
-    _write_json_atomic(meta_path, meta)
+    _write_json_atomic(candidates_meta_path(path), meta)
     logger.info(
         "candidates: %d contexts, %d unique of %d generated -> %s",
         len(rows),
