@@ -603,8 +603,12 @@ def write_plots(study: StudyConfig, cells: list[Cell], table: dict) -> list[Path
         out.append(_save(fig, plots / f"{dataset}-validation.png"))
 
         # 2. each loss's own objective vs steps (train smoothed, valid at the training batch size)
-        fig, axes = plt.subplots(1, len(main), figsize=(3.6 * len(main), 3.6), squeeze=False)
-        for ax, (row, row_cells) in zip(axes[0], main.items(), strict=True):
+        ncols = min(5, len(main))  # a grid, not one long strip: readable on a screen
+        nrows = math.ceil(len(main) / ncols)
+        fig, axes = plt.subplots(nrows, ncols, figsize=(3.6 * ncols, 3.4 * nrows), squeeze=False)
+        for ax in axes.flat[len(main) :]:
+            ax.set_visible(False)
+        for ax, (row, row_cells) in zip(axes.flat, main.items()):
             steps, values = _curve(row_cells, study, "train", "loss")
             if len(steps):
                 smooth = _smooth(values)
