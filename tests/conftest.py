@@ -46,3 +46,15 @@ def tiny_encoder_dir(tmp_path_factory) -> str:
     BertModel(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return str(folder)
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models on a busy 2-core machine: intra-op threads cost more than the work they
+    share (~10x seen); modules opt in with ``pytestmark = pytest.mark.usefixtures(...)``."""
+    import torch
+
+    n_threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n_threads)

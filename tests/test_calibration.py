@@ -36,13 +36,7 @@ from bayespref.train import RunExistsError
 FIXTURES = Path(__file__).parent / "fixtures" / "dbs"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models on a busy 2-core machine: intra-op threads cost more than they share."""
-    n_threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n_threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: see conftest
 
 
 # -- losses, by hand ---------------------------------------------------------------------------

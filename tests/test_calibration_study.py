@@ -10,7 +10,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-import torch
 
 from bayespref import calibration_study as cs
 from bayespref.calibration import read_candidates
@@ -28,12 +27,7 @@ STUDY = REPO / "configs" / "calibration-study.yaml"
 LOSSES = ["forward-kl", "reverse-kl", "jsd", "soft", "majority"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n_threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n_threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: see conftest
 
 
 def cand(text: str, score: float) -> dict:

@@ -23,13 +23,7 @@ from bayespref.export import (
 from bayespref.lm import chat_messages, plain_prompt
 from tiny_lm import save_tiny_llama
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n_threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n_threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: see conftest
 
 
 def cand(text: str, score: float, count: int = 1) -> dict:

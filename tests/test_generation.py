@@ -27,14 +27,7 @@ REFERENCE = json.loads((FIXTURES / "cases.json").read_text())
 CASES = REFERENCE["cases"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """The fixture models are tiny: on a busy 2-core machine, intra-op threads cost ~10x more
-    than the work they share."""
-    n_threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n_threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: see conftest
 
 
 @cache

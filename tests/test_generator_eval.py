@@ -39,12 +39,7 @@ Z95 = 1.959963984540054  # Phi^-1(0.975)
 T95_DF3 = 3.182446305284263  # t_{0.975, 3}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n_threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n_threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: see conftest
 
 
 @pytest.fixture(scope="module")

@@ -57,12 +57,11 @@ from .calibration import (
 )
 from .config import ConfigError, TrainConfig, _field, apply_overrides, from_dict, load_config
 from .config import to_dict as config_to_dict
-from .study import StudyError, _diff_keys, cell_status, git_commit
+from .study import StudyError, git_commit, run_status  # noqa: F401  (StudyError: raised by run_status)
 
 logger = logging.getLogger(__name__)
 
 TIE_TOLERANCES = (1e-6, 1e-3)
-_COSMETIC_KEYS = ("progress", "tensorboard")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -237,7 +236,7 @@ def train_pm(config: TrainConfig) -> str:
     """Train one preference model unless finished; ``cached``, ``trained`` or ``resumed``."""
     from .train import train
 
-    status = cell_status(None, config)
+    status = run_status(config)
     if status == "done":
         return "cached"
     logger.info("preference model %s: %s", config.run_dir, status)
@@ -245,27 +244,9 @@ def train_pm(config: TrainConfig) -> str:
     return "resumed" if status == "partial" else "trained"
 
 
-def _comparable(config: dict) -> dict:
-    return {k: v for k, v in config.items() if k not in _COSMETIC_KEYS}
-
-
 def calibration_status(config: CalibrationConfig) -> str:
     """``new``, ``partial`` (interrupted: resume) or ``done``; a different config is an error."""
-    run_dir = config.run_dir
-    saved_file = run_dir / "config.yaml"
-    if not saved_file.is_file():
-        return "new"
-    saved = yaml.safe_load(saved_file.read_text(encoding="utf-8")) or {}
-    wanted = yaml.safe_load(yaml.safe_dump(config_to_dict(config)))
-    if _comparable(saved) != _comparable(wanted):
-        diff = sorted(_diff_keys(_comparable(saved), _comparable(wanted)))
-        raise StudyError(
-            f"{run_dir} holds a calibration run of a different config (keys {diff}); delete "
-            "that folder to rerun it, or give the study another name"
-        )
-    if (run_dir / "summary.json").is_file() and (run_dir / "generator").is_dir():
-        return "done"
-    return "partial"
+    return run_status(config, finished=("summary.json", "generator"), what="calibration run")
 
 
 def run_calibrations(

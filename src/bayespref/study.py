@@ -268,10 +268,12 @@ def _comparable(config: dict) -> dict:
     return {k: v for k, v in config.items() if k not in _COSMETIC_KEYS}
 
 
-def cell_status(cell: Cell, config: TrainConfig) -> str:
-    """``new`` (nothing there), ``partial`` (interrupted: resume) or ``done``.
+def run_status(config, finished: tuple[str, ...] = ("summary.json",), what: str = "run") -> str:
+    """``new`` (nothing there), ``partial`` (interrupted: resume) or ``done`` (every path in
+    ``finished`` exists) for a run whose directory holds its resolved ``config.yaml``.
 
-    Raises :class:`StudyError` when the cell's directory holds a run of a different config.
+    Raises :class:`StudyError` when the directory holds a run of a different config; keys that
+    do not change what a run computes (progress bars, TensorBoard) are ignored.
     """
     run_dir = config.run_dir
     saved_file = run_dir / "config.yaml"
@@ -282,10 +284,15 @@ def cell_status(cell: Cell, config: TrainConfig) -> str:
     if _comparable(saved) != _comparable(wanted):
         diff = sorted(_diff_keys(_comparable(saved), _comparable(wanted)))
         raise StudyError(
-            f"{run_dir} holds a run of a different config (keys {diff}); delete that folder to "
-            "rerun the cell, or give the study another name"
+            f"{run_dir} holds a {what} of a different config (keys {diff}); delete that folder "
+            "to rerun it, or give the study another name"
         )
-    return "done" if (run_dir / "summary.json").is_file() else "partial"
+    return "done" if all((run_dir / f).exists() for f in finished) else "partial"
+
+
+def cell_status(cell: Cell, config: TrainConfig) -> str:
+    """:func:`run_status` of a study cell's training run."""
+    return run_status(config)
 
 
 def _diff_keys(a: Any, b: Any, prefix: str = "") -> list[str]:
