@@ -160,6 +160,51 @@ def test_shared_context_forward_equals_naive_in_values_and_gradients(name):
         torch.testing.assert_close(grads_a[key], grads_b[key], rtol=0, atol=1e-5)
 
 
+def test_gold_mle_only_forwards_the_gold_reply_alone_with_the_full_paths_loss_and_gradient(
+    monkeypatch,
+):
+    """rank_weight = gold_weight = 0 (the study's MLE-only control): the candidates cannot
+    matter, so they are not forwarded; loss and gradients equal the full computation."""
+    model = _fixture_model("llama-tiny")
+    g = torch.Generator().manual_seed(1)
+    V = model.config.vocab_size
+    prompt = torch.randint(3, V, (7,), generator=g).tolist()
+    conts = [torch.randint(3, V, (n,), generator=g).tolist() for n in (5, 3, 4)]
+    example = EncodedExample(prompt=prompt, gold=conts[0], candidates=conts[1:])
+    config = CalibrationLossConfig(rank_weight=0.0, gold_weight=0.0, mle_weight=0.7)
+
+    model.zero_grad(set_to_none=True)
+    logprobs, mask = continuation_logprobs(
+        model, prompt, conts, shared_context=False, pad_token_id=2
+    )
+    present = torch.ones((1, 2), dtype=torch.long)
+    full = calibration_loss(
+        logprobs[:1], mask[:1], logprobs[None, 1:], mask[None, 1:], present, config
+    )
+    full["loss"][0].backward()
+    full_grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    forwarded = []
+    real = calibration.continuation_logprobs
+
+    def counting(model, context, continuations, **kwargs):
+        forwarded.append(len(continuations))
+        return real(model, context, continuations, **kwargs)
+
+    monkeypatch.setattr(calibration, "continuation_logprobs", counting)
+    model.zero_grad(set_to_none=True)
+    terms = example_loss(model, example, config, pad_token_id=2)
+    terms["loss"].backward()
+    assert forwarded == [1]
+    torch.testing.assert_close(terms["loss"], full["loss"][0], rtol=0, atol=1e-10)
+    torch.testing.assert_close(terms["mle"], full["mle"][0], rtol=0, atol=1e-10)
+    assert terms["rank"] == 0 and terms["gold"] == 0
+    grads = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
+    assert grads.keys() == full_grads.keys() and len(grads) > 4
+    for key in grads:
+        torch.testing.assert_close(grads[key], full_grads[key], rtol=0, atol=1e-10)
+
+
 @pytest.mark.parametrize("shared", [True, False])
 def test_continuation_logprobs_match_a_plain_full_sequence_forward(shared):
     """Independent check of what both paths compute: log p(y_t | context, y_<t)."""

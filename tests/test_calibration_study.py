@@ -96,8 +96,8 @@ def test_quick_study_end_to_end_cached_and_resumed(
     )
     pm_overrides = [f"model.encoder={tiny_encoder_dir}", f"model.feature_cache={tmp_path / 'f'}"]
     result = run_calibration_study(study, train_overrides=pm_overrides, command="test")
-    # 2 tasks x 5 losses: PMs and calibrations; + the judge PM of the second task
-    assert result.outcome == {"cached": 0, "trained": 21, "resumed": 0}
+    # 2 tasks x (5 losses: PMs and calibrations; + the mle-only control); + the second task's judge
+    assert result.outcome == {"cached": 0, "trained": 23, "resumed": 0}
 
     root = study.study_dir
     report = result.report.read_text()
@@ -106,6 +106,8 @@ def test_quick_study_end_to_end_cached_and_resumed(
         assert set(result.results[task]["losses"]) == set(LOSSES)
         for loss in LOSSES:
             assert f"| {loss} |" in report
+        assert "| mle-only (control) |" in report
+        assert set(result.results[task]["controls"]) == {"mle-only"}
     assert "command: `test`" in report and "git commit" in report
     assert (root / "report.json").is_file()
     assert {p.name for p in result.plots} == {"utility_difference.png", "ranking_agreement.png"}
@@ -124,6 +126,23 @@ def test_quick_study_end_to_end_cached_and_resumed(
             assert scores == sorted(scores, reverse=True)
     synthetic = result.results["synthetic"]
     assert synthetic["n"] == 12 and synthetic["judge"] == "oracle"
+    # the control: the same calibration without a PM (ranking and gold terms off), trained on
+    # the shared generation's contexts; each loss is also paired against it
+    control = cs.control_config(study, task, "mle-only")
+    assert control.loss.rank_weight == 0 and control.loss.gold_weight == 0
+    assert (
+        control.scorer.run is None and control.optim == calibration_config(study, task, "jsd").optim
+    )
+    assert control.candidates_path == root / "synthetic" / "candidates" / "generated.jsonl"
+    control_report = synthetic["controls"]["mle-only"]
+    assert control_report["base"] == synthetic["base"]
+    assert control_report["calibration"]["train_contexts"] == 8
+    for loss in LOSSES:
+        vs = synthetic["losses"][loss]["vs_controls"]["mle-only"]
+        assert vs["utility_difference"]["low"] <= vs["utility_difference"]["high"] or math.isnan(
+            vs["utility_difference"]["low"]
+        )
+    assert "Each loss's generator against the `mle-only` control" in report
     for loss in LOSSES:
         r = synthetic["losses"][loss]
         d = r["paired"]["utility_difference"]
@@ -146,7 +165,7 @@ def test_quick_study_end_to_end_cached_and_resumed(
         m.setattr(bayespref.calibration, "diverse_beam_search", forbidden)
         m.setattr(bayespref.generator_eval, "run_generator", forbidden)
         again = run_calibration_study(study, train_overrides=pm_overrides)
-    assert again.outcome == {"cached": 21, "trained": 0, "resumed": 0}
+    assert again.outcome == {"cached": 23, "trained": 0, "resumed": 0}
     cached = again.results["synthetic"]["losses"]["jsd"]["paired"]
     assert cached["utility_difference"] == pytest.approx(
         synthetic["losses"]["jsd"]["paired"]["utility_difference"], nan_ok=True
@@ -157,7 +176,7 @@ def test_quick_study_end_to_end_cached_and_resumed(
     (run / "summary.json").unlink()
     shutil.rmtree(run / "generator")
     third = run_calibration_study(study, train_overrides=pm_overrides)
-    assert third.outcome == {"cached": 20, "trained": 0, "resumed": 1}
+    assert third.outcome == {"cached": 22, "trained": 0, "resumed": 1}
     assert (run / "generator").is_dir()
     assert set(third.results["synthetic"]["losses"]) == set(LOSSES)
 

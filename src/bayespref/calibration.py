@@ -1146,8 +1146,18 @@ def example_loss(
 ) -> dict[str, Tensor]:
     """The loss terms of one context: gold + its candidates in one batched forward.
 
+    With ``rank_weight == gold_weight == 0`` (gold MLE only, the calibration study's control)
+    the candidates cannot change the loss or its gradient, so only the gold reply is forwarded.
+
     Returns ``{"loss", "rank", "mle", "gold"}``, each a scalar tensor.
     """
+    if loss.rank_weight == 0 and loss.gold_weight == 0:
+        logprobs, mask = continuation_logprobs(
+            model, example.prompt, [example.gold], shared_context=False, pad_token_id=pad_token_id
+        )  # (1, T)
+        mle = token_nll(logprobs, mask)[0]
+        zero = torch.zeros_like(mle)
+        return {"loss": loss.mle_weight * mle, "rank": zero, "mle": mle, "gold": zero}
     logprobs, mask = continuation_logprobs(
         model,
         example.prompt,

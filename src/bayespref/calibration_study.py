@@ -63,6 +63,12 @@ logger = logging.getLogger(__name__)
 
 TIE_TOLERANCES = (1e-6, 1e-3)
 
+# Control calibrations: what the same run does without a preference model. ``mle-only`` trains on
+# the same contexts with the ranking and gold terms off (rank_weight = gold_weight = 0), so the
+# losses' generators can be compared with what MLE on the gold replies alone buys.
+CONTROLS = {"mle-only": ["loss.rank_weight=0", "loss.gold_weight=0"]}
+CONTROL_TEXT = {"mle-only": "the same calibration with the ranking and gold terms off"}
+
 
 # ---------------------------------------------------------------------------------------------
 # Configuration
@@ -116,6 +122,9 @@ class CalibrationStudyConfig:
     )
     tasks: list = _field([], "[{name, pm_config, pm_overrides, contexts, eval_contexts, judge}]")
     max_perplexity_rise: float = _field(0.10, "acceptance: gold perplexity may rise this much")
+    controls: list = _field(
+        ["mle-only"], "control calibrations without a preference model (mle-only: gold MLE)"
+    )
     quick: dict | str | None = _field(None, "--quick: keys replacing these, or a study file")
 
     def __post_init__(self):
@@ -131,6 +140,9 @@ class CalibrationStudyConfig:
             raise ConfigError(f"tasks[].name must be unique, got {names}")
         if not self.name or "/" in self.name:
             raise ConfigError(f"name must be a plain folder name, got {self.name!r}")
+        unknown = [c for c in self.controls if c not in CONTROLS]
+        if unknown:
+            raise ConfigError(f"controls: unknown {unknown}; known: {sorted(CONTROLS)}")
         from .generator_eval import DecodingConfig
 
         DecodingConfig(**self.eval_decoding)  # validated now, not after hours of training
@@ -228,6 +240,17 @@ def calibration_config(
     return _calibration_config(study, task, loss, str(pm_dir), cache)
 
 
+def control_config(
+    study: CalibrationStudyConfig, task: TaskSpec, control: str
+) -> CalibrationConfig:
+    """A control calibration: the study's settings, no preference model, :data:`CONTROLS`'
+    overrides last (the shared candidates are read but, with the ranking off, not forwarded)."""
+    config = generation_config(study, task)
+    data = config_to_dict(config)
+    data.update(name=control, output_dir=str(study.study_dir / task.name / "calibrated"))
+    return from_dict(CalibrationConfig, apply_overrides(data, CONTROLS[control]))
+
+
 # ---------------------------------------------------------------------------------------------
 # Steps 1-3: preference models, candidates, calibration
 
@@ -275,6 +298,15 @@ def run_calibrations(
             count("cached")
             continue
         logger.info("calibration %s: %s", config.run_dir, status)
+        calibrate(config, resume=status == "partial")
+        count("resumed" if status == "partial" else "trained")
+    for control in study.controls:
+        config = control_config(study, task, control)
+        status = calibration_status(config)
+        if status == "done":
+            count("cached")
+            continue
+        logger.info("control calibration %s: %s", config.run_dir, status)
         calibrate(config, resume=status == "partial")
         count("resumed" if status == "partial" else "trained")
     return outcome
@@ -455,23 +487,23 @@ def evaluate_task(study: CalibrationStudyConfig, task: TaskSpec) -> dict:
         study.seed,
     )
     result["train_contexts"] = len(train_rows)
-    for loss in study.losses:
-        config = calibration_config(study, task, loss)
+    result["controls"] = {}
+
+    def evaluate(config: CalibrationConfig, name: str):
+        """The calibrated generator's outputs and its report against the base; None if the
+        calibration has not finished."""
         summary_file = config.run_dir / "summary.json"
         if not summary_file.is_file():
-            logger.warning("%s/%s: no calibrated generator yet: left out", task.name, loss)
-            continue
+            logger.warning("%s/%s: no calibrated generator yet: left out", task.name, name)
+            return None, None
         gen_config = dataclasses.replace(base_config, name=str(config.run_dir), gguf_file=None)
         key = {**base_key, "generator": config_to_dict(gen_config)}
         key["calibration"] = hashlib.sha256(summary_file.read_bytes()).hexdigest()
         cal_out, _ = cached_outputs(
-            task_dir / "eval" / f"{loss}.outputs.json", key, gen_config, items, decoding, loss
+            task_dir / "eval" / f"{name}.outputs.json", key, gen_config, items, decoding, name
         )
         report = compare_outputs(base_out, cal_out, items, judge, decoding, num_examples=3)
         report.pop("items")
-        _, rows = read_candidates(config.candidates_path)
-        judge_scores = judge_candidate_scores(judge, rows, task_dir / "eval" / "judge_scores.json")
-        report["ranking"] = ranking_quality(rows, judge_scores)
         calibration_summary = json.loads(summary_file.read_text(encoding="utf-8"))
         report["calibration"] = {
             k: calibration_summary.get(k)
@@ -482,9 +514,33 @@ def evaluate_task(study: CalibrationStudyConfig, task: TaskSpec) -> dict:
             report["calibrated"]["gold_perplexity"],
         )
         report["perplexity_change"] = cal_ppl / base_ppl - 1 if base_ppl else math.nan
+        return cal_out, report
+
+    control_outputs = {}
+    for control in study.controls:
+        out, report = evaluate(control_config(study, task, control), control)
+        if report is not None:
+            control_outputs[control] = out
+            result["controls"][control] = report
+            _write_json(task_dir / "eval" / f"{control}.json", report)
+    for loss in study.losses:
+        config = calibration_config(study, task, loss)
+        cal_out, report = evaluate(config, loss)
+        if report is None:
+            continue
+        _, rows = read_candidates(config.candidates_path)
+        judge_scores = judge_candidate_scores(judge, rows, task_dir / "eval" / "judge_scores.json")
+        report["ranking"] = ranking_quality(rows, judge_scores)
+        # Paired against each control on the same contexts: what the ranking adds to the MLE.
+        report["vs_controls"] = {
+            control: compare_outputs(out, cal_out, items, judge, decoding, num_examples=0)["paired"]
+            for control, out in control_outputs.items()
+        }
         result["losses"][loss] = report
         _write_json(task_dir / "eval" / f"{loss}.json", report)
-    result["base"] = next(iter(result["losses"].values()))["base"] if result["losses"] else None
+    reports = [*result["losses"].values(), *result["controls"].values()]
+    result["base"] = reports[0]["base"] if reports else None
+    result["gold_utility"] = reports[0]["gold_utility"] if reports else None
     return result
 
 
@@ -548,14 +604,16 @@ def write_plots(study: CalibrationStudyConfig, results: dict) -> list[Path]:
     out = []
     fig, axes = plt.subplots(1, len(tasks), figsize=(5 * len(tasks), 3.6), squeeze=False)
     for ax, task in zip(axes[0], tasks, strict=True):
-        losses = list(results[task]["losses"])
-        d = [results[task]["losses"][k]["paired"]["utility_difference"] for k in losses]
+        generators = {**results[task]["losses"], **results[task].get("controls", {})}
+        losses = list(generators)
+        d = [generators[k]["paired"]["utility_difference"] for k in losses]
         means = np.array([x["mean"] for x in d], dtype=float)
         low = np.array([x["low"] if _finite(x["low"]) else x["mean"] for x in d], dtype=float)
         high = np.array([x["high"] if _finite(x["high"]) else x["mean"] for x in d], dtype=float)
         ax.errorbar(range(len(losses)), means, yerr=[means - low, high - means], fmt="o", capsize=4)
         ax.axhline(0.0, color="grey", lw=0.8, ls="--")
-        ax.set_xticks(range(len(losses)), losses, rotation=30, ha="right")
+        labels = [k if k in results[task]["losses"] else f"{k} (control)" for k in losses]
+        ax.set_xticks(range(len(losses)), labels, rotation=30, ha="right")
         ax.set_title(f"{task}: utility, calibrated - base (95% CI)")
         ax.set_ylabel("paired utility difference")
     out.append(_save(fig, plots_dir / "utility_difference.png"))
@@ -629,7 +687,9 @@ def write_report(
                 f"{_fmt(b['bleu'], 2)} | {_fmt(b['rouge_l'])} | {_fmt(b['distinct_1'])} | "
                 f"{_fmt(b['distinct_2'])} | {_fmt(b['mean_length'], 1)} |"
             )
-        for loss, r in res["losses"].items():
+        rows = [*res["losses"].items()]
+        rows += [(f"{k} (control)", r) for k, r in res.get("controls", {}).items()]
+        for loss, r in rows:
             c, w = r["calibrated"], r["paired"]["win_rate"]
             change = r["perplexity_change"]
             lines.append(
@@ -641,8 +701,31 @@ def write_report(
                 f"{_fmt(c['mean_length'], 1)} |"
             )
         missing = [loss for loss in study.losses if loss not in res["losses"]]
+        missing += [c for c in study.controls if c not in res.get("controls", {})]
         if missing:
             lines.append(f"\nNot finished (left out): {', '.join(missing)}.")
+        gold = res.get("gold_utility")
+        if gold and _finite(gold.get("mean")):
+            lines += ["", f"The gold replies' own utility under this judge: {_ci(gold)}."]
+        for control in res.get("controls", {}):
+            lines += [
+                "",
+                f"Each loss's generator against the `{control}` control ({CONTROL_TEXT[control]}), "
+                "paired on the same contexts: what the preference model's ranking adds.",
+                "",
+                f"| loss | Δ utility vs {control} ↑ (95% CI) | win rate vs {control} ↑ "
+                "(95% Wilson) |",
+                "|---|---|---|",
+            ]
+            for loss, r in res["losses"].items():
+                v = r.get("vs_controls", {}).get(control)
+                if v is None:
+                    continue
+                w = v["win_rate"]
+                lines.append(
+                    f"| {loss} | {_ci(v['utility_difference'])} | {_fmt(w['rate'], 3)} "
+                    f"[{_fmt(w['low'], 3)}, {_fmt(w['high'], 3)}] |"
+                )
         lines += [
             "",
             "Ranking of the shared candidates by each loss's preference model, against the "
@@ -698,6 +781,15 @@ def _conclusion(task: str, acc: dict, res: dict, max_rise: float) -> str:
         text += f"**Acceptance not met** ({'; '.join(why)})."
     if acc["passing"]:
         text += f" Losses that pass: {', '.join(acc['passing'])}."
+    for control, v in res["losses"][best].get("vs_controls", {}).items():
+        d = v["utility_difference"]
+        if _finite(d["low"]) and d["low"] > 0:
+            verdict = "the ranking adds utility beyond the interval"
+        elif _finite(d["high"]) and d["high"] < 0:
+            verdict = "the control is better beyond the interval"
+        else:
+            verdict = "no difference beyond the interval: the ranking adds nothing measurable"
+        text += f" Against the `{control}` control: {_ci(d)} ({verdict})."
     return text
 
 
