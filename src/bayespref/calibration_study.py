@@ -293,23 +293,20 @@ def run_calibrations(
     for loss in study.losses:
         config = calibration_config(study, task, loss)
         rescore_candidates(config, generated)
-        status = calibration_status(config)
-        if status == "done":
-            count("cached")
-            continue
-        logger.info("calibration %s: %s", config.run_dir, status)
-        calibrate(config, resume=status == "partial")
-        count("resumed" if status == "partial" else "trained")
+        count(run_calibration(config))
     for control in study.controls:
-        config = control_config(study, task, control)
-        status = calibration_status(config)
-        if status == "done":
-            count("cached")
-            continue
-        logger.info("control calibration %s: %s", config.run_dir, status)
-        calibrate(config, resume=status == "partial")
-        count("resumed" if status == "partial" else "trained")
+        count(run_calibration(control_config(study, task, control)))
     return outcome
+
+
+def run_calibration(config: CalibrationConfig) -> str:
+    """Calibrate unless finished; ``cached``, ``trained`` or ``resumed``."""
+    status = calibration_status(config)
+    if status == "done":
+        return "cached"
+    logger.info("calibration %s: %s", config.run_dir, status)
+    calibrate(config, resume=status == "partial")
+    return "resumed" if status == "partial" else "trained"
 
 
 # ---------------------------------------------------------------------------------------------
