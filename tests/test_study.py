@@ -19,7 +19,6 @@ from bayespref.study import (
     load_study,
     run_study,
     soft_ce_of_logits,
-    t_interval,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -27,18 +26,6 @@ STUDY = REPO / "configs" / "study.yaml"
 
 
 # -- intervals and temperature scaling, by hand ------------------------------------------------
-
-
-def test_t_interval_by_hand():
-    # values 1, 2, 3, 4: mean 2.5, s = sqrt(5/3), t_{0.975, 3} = 3.1824 (t table)
-    mean, half = t_interval([1.0, 2.0, 3.0, 4.0])
-    assert mean == pytest.approx(2.5)
-    assert half == pytest.approx(3.182446 * math.sqrt(5 / 3) / 2, rel=1e-5)
-    # two seeds: t_{0.975, 1} = 12.7062; values 0 and 2: s = sqrt(2), half = 12.7062
-    assert t_interval([0.0, 2.0])[1] == pytest.approx(12.706205 * math.sqrt(2) / math.sqrt(2))
-    mean, half = t_interval([0.7])
-    assert mean == 0.7 and math.isnan(half)
-    assert t_interval([1.0, None, float("nan"), 3.0])[0] == pytest.approx(2.0)
 
 
 def test_temperature_scaling_fixes_an_overconfident_model():

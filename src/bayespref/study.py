@@ -36,6 +36,7 @@ import yaml
 from . import metrics as metrics_lib
 from .config import ConfigError, TrainConfig, _field, apply_overrides, from_dict, load_config
 from .config import to_dict as config_to_dict
+from .stats import t_interval
 
 logger = logging.getLogger(__name__)
 
@@ -378,28 +379,6 @@ def fit_temperature(
     best = (lo + hi) / 2
     # Never worse than no scaling (T = 1 may sit outside a narrow bracket).
     return math.exp(best) if f(best) <= f(0.0) else 1.0
-
-
-def t_interval(values, confidence: float = 0.95) -> tuple[float, float]:
-    """``(mean, half_width)`` of the t-interval ``mean ± t_{(1+c)/2, n-1} s / sqrt(n)``.
-
-    ``s`` is the sample standard deviation (ddof=1). One value has no interval (nan); missing
-    values (None/nan) are dropped.
-    """
-    from scipy import stats
-
-    x = np.asarray([v for v in values if v is not None and not _isnan(v)], dtype=np.float64)
-    if len(x) == 0:
-        return math.nan, math.nan
-    if len(x) == 1:
-        return float(x[0]), math.nan
-    s = float(x.std(ddof=1))
-    q = float(stats.t.ppf((1 + confidence) / 2, len(x) - 1))
-    return float(x.mean()), q * s / math.sqrt(len(x))
-
-
-def _isnan(v) -> bool:
-    return isinstance(v, float) and math.isnan(v)
 
 
 # ---------------------------------------------------------------------------------------------
