@@ -17,7 +17,7 @@ from test_train import tiny_config
 
 def test_freeze_encoder_refuses_peft():
     with pytest.raises(ConfigError, match="freeze_encoder"):
-        load_config(None, ["model.freeze_encoder=true", "model.peft=lora"])
+        load_config(None, ["model.freeze_encoder=true", "peft.method=lora"])
 
 
 def test_features_path_gives_the_token_path_logits(tmp_path, tiny_encoder_dir):

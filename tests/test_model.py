@@ -8,17 +8,17 @@ import numpy as np
 import pytest
 import torch
 
-from bayespref.config import ModelConfig
+from bayespref.config import ModelConfig, PeftConfig
 from bayespref.data.schema import LabelSpace
 from bayespref.model import PreferenceModel, encode_pair
 
 SPACE = LabelSpace(names=("bad", "ok", "good"), utilities=(-1.0, 0.0, 1.0))
 
 
-def build(encoder_dir, **overrides) -> PreferenceModel:
+def build(encoder_dir, peft: PeftConfig | None = None, **overrides) -> PreferenceModel:
     torch.manual_seed(0)
-    model = PreferenceModel.build(ModelConfig(encoder=encoder_dir, dropout=0.0, **overrides), SPACE)
-    return model.eval()
+    config = ModelConfig(encoder=encoder_dir, dropout=0.0, **overrides)
+    return PreferenceModel.build(config, SPACE, peft).eval()
 
 
 def test_response_mask_covers_exactly_the_response_tokens(tiny_encoder_dir):
@@ -125,7 +125,7 @@ def test_predict_proba_returns_input_order_whatever_the_batching(tiny_encoder_di
 
 @pytest.mark.parametrize("peft", ["lora", "prefix"])
 def test_peft_trains_only_adapters_and_head_and_round_trips(tiny_encoder_dir, tmp_path, peft):
-    model = build(tiny_encoder_dir, peft=peft, num_virtual_tokens=4, lora_r=2)
+    model = build(tiny_encoder_dir, peft=PeftConfig(method=peft, num_virtual_tokens=4, r=2))
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     assert any(n.startswith("head.") for n in trainable)
     encoder_trainable = [n for n in trainable if n.startswith("encoder.")]

@@ -21,7 +21,8 @@ import numpy as np
 import torch
 from safetensors.numpy import load_file, save_file
 
-from .model import PreferenceModel, _base_encoder, collate_encoded
+from .adapters import base_model
+from .model import PreferenceModel, collate_encoded
 
 logger = logging.getLogger(__name__)
 
@@ -33,7 +34,7 @@ def encoder_fingerprint(model: PreferenceModel) -> str:
     digest = hashlib.sha1()
     digest.update(model.config.encoder.encode())
     digest.update(model.config.pooling.encode())
-    digest.update(_base_encoder(model.encoder).config.to_json_string().encode())
+    digest.update(base_model(model.encoder).config.to_json_string().encode())
     params = list(model.encoder.parameters())
     for param in (params[0], params[len(params) // 2], params[-1]):
         digest.update(param.detach().float().cpu().numpy().tobytes())

@@ -24,7 +24,8 @@ import torch
 from safetensors.torch import load_file, load_model, save_file, save_model
 from torch import Tensor, nn
 
-from .config import ModelConfig
+from .adapters import base_model, wrap_peft
+from .config import ModelConfig, PeftConfig
 from .data.schema import LabelSpace
 
 logger = logging.getLogger(__name__)
@@ -66,12 +67,20 @@ def join_context(context: Sequence[str] | str | None, separator: str) -> str:
 class PreferenceModel(nn.Module):
     """Encoder + pooling + MLP head; ``forward`` returns logits of shape (B, C) only."""
 
-    def __init__(self, encoder: nn.Module, tokenizer, label_space: LabelSpace, config: ModelConfig):
+    def __init__(
+        self,
+        encoder: nn.Module,
+        tokenizer,
+        label_space: LabelSpace,
+        config: ModelConfig,
+        peft: PeftConfig | None = None,
+    ):
         super().__init__()
         self.encoder = encoder
         self.tokenizer = tokenizer
         self.label_space = label_space
         self.config = config
+        self.peft = peft if peft is not None else PeftConfig()
         hidden = _hidden_size(encoder)
         head_hidden = config.head_hidden or hidden
         self.head = nn.Sequential(
@@ -99,15 +108,19 @@ class PreferenceModel(nn.Module):
     # -- construction ---------------------------------------------------------------------
 
     @classmethod
-    def build(cls, config: ModelConfig, label_space: LabelSpace) -> PreferenceModel:
-        """A fresh model on a pretrained encoder (any Hugging Face encoder name or path)."""
+    def build(
+        cls, config: ModelConfig, label_space: LabelSpace, peft: PeftConfig | None = None
+    ) -> PreferenceModel:
+        """A fresh model on a pretrained encoder (any Hugging Face encoder name or path), with
+        the encoder wrapped in ``peft`` adapters when asked."""
+        peft = peft if peft is not None else PeftConfig()
         from transformers import AutoModel, AutoTokenizer
 
         path = resolve_encoder_path(config.encoder)
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=config.trust_remote_code)
         encoder = AutoModel.from_pretrained(path, trust_remote_code=config.trust_remote_code)
-        encoder = _wrap_peft(_drop_pooler(encoder), config)
-        return cls(encoder, tokenizer, label_space, config)
+        encoder = wrap_peft(_drop_pooler(encoder), peft, "feature-extraction")
+        return cls(encoder, tokenizer, label_space, config, peft)
 
     @classmethod
     def from_run(
@@ -135,13 +148,24 @@ class PreferenceModel(nn.Module):
 
         folder = Path(folder)
         meta = json.loads((folder / MODEL_META).read_text(encoding="utf-8"))
-        config = ModelConfig(**{**meta["model"], "trust_remote_code": trust_remote_code})
+        model_meta = dict(meta["model"])
+        # runs saved before the peft section existed kept its keys in the model section
+        old_keys = {"peft": "method", "lora_r": "r", "lora_alpha": "alpha"}
+        old_keys.update(lora_dropout="dropout", lora_target_modules="target_modules")
+        old_keys.update(num_virtual_tokens="num_virtual_tokens")
+        peft_meta = meta.get("peft") or {
+            new: model_meta[old] for old, new in old_keys.items() if old in model_meta
+        }
+        for old in old_keys:
+            model_meta.pop(old, None)
+        config = ModelConfig(**{**model_meta, "trust_remote_code": trust_remote_code})
+        peft = PeftConfig(**peft_meta)
         label_space = LabelSpace.from_dict(meta["label_space"])
         encoder_config = AutoConfig.from_pretrained(
             folder / "encoder", trust_remote_code=config.trust_remote_code
         )
         encoder = AutoModel.from_config(encoder_config, trust_remote_code=config.trust_remote_code)
-        encoder = _wrap_peft(_drop_pooler(encoder), config)
+        encoder = wrap_peft(_drop_pooler(encoder), peft, "feature-extraction")
         tokenizer = AutoTokenizer.from_pretrained(
             folder / "tokenizer", trust_remote_code=config.trust_remote_code
         )
@@ -151,7 +175,7 @@ class PreferenceModel(nn.Module):
                 resolve_encoder_path(config.encoder), trust_remote_code=config.trust_remote_code
             )
             encoder = _drop_pooler(encoder)
-        model = cls(encoder, tokenizer, label_space, config)
+        model = cls(encoder, tokenizer, label_space, config, peft)
         model.load_weights(folder / MODEL_FILE)
         model.eval()
         return model
@@ -166,11 +190,12 @@ class PreferenceModel(nn.Module):
         else:
             # save_model de-duplicates tied/aliased tensors (peft prefix tuning aliases embeddings)
             save_model(self, str(folder / MODEL_FILE))
-        base = _base_encoder(self.encoder)
+        base = base_model(self.encoder)
         base.config.save_pretrained(folder / "encoder")
         self.tokenizer.save_pretrained(folder / "tokenizer")
         meta = {
             "model": asdict(self.config),
+            "peft": asdict(self.peft),
             "label_space": self.label_space.to_dict(),
             "weights": "head" if self.head_only else "all",
         }
@@ -395,17 +420,11 @@ def find_model_dir(path: Path, checkpoint: str = "best") -> Path:
 
 
 def _hidden_size(encoder: nn.Module) -> int:
-    config = _base_encoder(encoder).config
+    config = base_model(encoder).config
     for name in ("hidden_size", "d_model", "dim", "n_embd"):
         if hasattr(config, name):
             return int(getattr(config, name))
     raise ValueError(f"cannot find the hidden size in {type(config).__name__}")
-
-
-def _base_encoder(encoder: nn.Module) -> nn.Module:
-    """The transformers model under a peft wrapper (or the encoder itself)."""
-    get_base = getattr(encoder, "get_base_model", None)
-    return get_base() if callable(get_base) else encoder
 
 
 def _drop_pooler(encoder: nn.Module) -> nn.Module:
@@ -415,23 +434,3 @@ def _drop_pooler(encoder: nn.Module) -> nn.Module:
     if isinstance(getattr(encoder, "pooler", None), nn.Module):
         encoder.pooler = None
     return encoder
-
-
-def _wrap_peft(encoder: nn.Module, config: ModelConfig) -> nn.Module:
-    if config.peft == "none":
-        return encoder
-    from peft import LoraConfig, PrefixTuningConfig, TaskType, get_peft_model
-
-    if config.peft == "lora":
-        peft_config = LoraConfig(
-            r=config.lora_r,
-            lora_alpha=config.lora_alpha,
-            lora_dropout=config.lora_dropout,
-            target_modules=config.lora_target_modules,
-            task_type=TaskType.FEATURE_EXTRACTION,
-        )
-    else:
-        peft_config = PrefixTuningConfig(
-            num_virtual_tokens=config.num_virtual_tokens, task_type=TaskType.FEATURE_EXTRACTION
-        )
-    return get_peft_model(encoder, peft_config)

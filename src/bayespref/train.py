@@ -273,7 +273,7 @@ def _train(config: TrainConfig, resume: bool, accelerator, stop: GracefulStop) -
         save_config(config, run_dir / "config.yaml")
 
     train_set, valid_set = load_train_valid(config.data, config.seed)
-    model = PreferenceModel.build(config.model, train_set.label_space)
+    model = PreferenceModel.build(config.model, train_set.label_space, config.peft)
     train_split = encode_split(
         model, train_set, config.data.alpha, "train", prior=training_prior(train_set, config.data)
     )
