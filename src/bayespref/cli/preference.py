@@ -1,24 +1,11 @@
-"""The ``bayespref`` command line.
-
-Preference models: ``train``, ``evaluate``, ``score``, ``compare`` (the loss study).
-Generators: ``generate`` (ranked candidates), ``calibrate``, ``evaluate-generator``,
-``export-pairs`` (DPO pairs).
-
-Each subcommand is a thin layer over the Python API; configs are YAML files plus
-``key=value`` overrides (``bayespref train --config configs/synthetic.yaml loss.name=jsd``).
-"""
+"""Preference-model commands: ``train``, ``evaluate``, ``score``, ``compare``."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 from pathlib import Path
-
-from . import __version__
-
-logger = logging.getLogger("bayespref")
 
 
 def _parse_options(items: list[str] | None) -> dict:
@@ -34,9 +21,9 @@ def _parse_options(items: list[str] | None) -> dict:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from . import metrics
-    from .config import load_config
-    from .train import train
+    from .. import metrics
+    from ..config import load_config
+    from ..train import train
 
     overrides = list(args.overrides) + (["data.strict=true"] if args.strict else [])
     config = load_config(args.config, overrides)
@@ -55,8 +42,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from . import metrics
-    from .evaluation import evaluate_run
+    from .. import metrics
+    from ..evaluation import evaluate_run
 
     out = evaluate_run(
         args.run,
@@ -84,7 +71,7 @@ def _eval_name(data: str | None) -> str:
 
 
 def cmd_score(args: argparse.Namespace) -> int:
-    from .scoring import score_file
+    from ..scoring import score_file
 
     n = score_file(
         args.run,
@@ -101,7 +88,7 @@ def cmd_score(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     import shlex
 
-    from .study import load_study, run_study
+    from ..study import load_study, run_study
 
     study = load_study(args.config, quick=args.quick, overrides=args.set)
     command = " ".join(shlex.quote(a) for a in ["bayespref", *sys.argv[1:]])
@@ -118,14 +105,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
-def make_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="bayespref",
-        description="Disagreement-aware preference models from multi-annotator labels.",
-    )
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    parser.add_argument("--version", action="version", version=f"bayespref {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
+def make_parser(sub) -> None:
+    """Register ``train``, ``evaluate``, ``score`` and ``compare``."""
 
     p = sub.add_parser("train", help="train a preference model -> runs/<name>/")
     p.add_argument("--config", help="YAML config (default: the built-in synthetic demo)")
@@ -175,49 +156,3 @@ def make_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("overrides", nargs="*", help="key=value overrides applied to every cell")
     p.set_defaults(func=cmd_compare)
-
-    # generator calibration (METHOD section 5): each module owns its subcommands
-    from . import calibration, calibration_study, export, generator_eval
-
-    calibration.make_parser(sub)  # generate, calibrate
-    generator_eval.make_parser(sub)  # evaluate-generator
-    export.make_parser(sub)  # export-pairs
-    calibration_study.make_parser(sub)  # calibration-study: base vs each loss, end to end
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    from .config import ConfigError
-    from .data.schema import DataError
-
-    args = make_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        datefmt="%H:%M:%S",
-    )
-    for noisy in ("httpx", "urllib3", "filelock"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    try:
-        return args.func(args)
-    except (ConfigError, DataError, FileNotFoundError) as err:
-        print(f"bayespref {args.command}: error: {err}", file=sys.stderr)
-        return 2
-    except Exception as err:  # known failures: one clear line, no traceback
-        from .checkpoint import CheckpointError
-        from .safety import RunLockedError, TrainingInterrupted
-        from .study import StudyError
-        from .train import NonFiniteError, RunExistsError
-
-        if isinstance(err, TrainingInterrupted):
-            print(f"bayespref {args.command}: {err}", file=sys.stderr)
-            return 130
-        known = (RunExistsError, RunLockedError, NonFiniteError, CheckpointError, StudyError)
-        if isinstance(err, known):
-            print(f"bayespref {args.command}: error: {err}", file=sys.stderr)
-            return 2
-        raise
-
-
-if __name__ == "__main__":
-    sys.exit(main())

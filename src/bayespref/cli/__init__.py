@@ -1,0 +1,61 @@
+"""The ``bayespref`` command line: the only place that prints.
+
+Preference models: ``train``, ``evaluate``, ``score``, ``compare`` (the loss study).
+Generators: ``generate`` (ranked candidates), ``calibrate``, ``evaluate-generator``,
+``export-pairs`` (DPO pairs), ``calibration-study``.
+
+Each subcommand is a thin layer over the Python API; configs are YAML files plus
+``key=value`` overrides (``bayespref train --config configs/synthetic.yaml loss.name=jsd``).
+Known failures (a user's mistake, a stop signal) print one line and exit with the code of
+:func:`bayespref.cli.errors.exit_code`; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from .. import __version__, calibration, calibration_study, export, generator_eval
+from . import preference
+from .errors import exit_code
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="bayespref",
+        description="Disagreement-aware preference models from multi-annotator labels.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--version", action="version", version=f"bayespref {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    preference.make_parser(sub)  # train, evaluate, score, compare
+    calibration.make_parser(sub)  # generate, calibrate
+    generator_eval.make_parser(sub)  # evaluate-generator
+    export.make_parser(sub)  # export-pairs
+    calibration_study.make_parser(sub)  # calibration-study: base vs each loss, end to end
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = make_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    for noisy in ("httpx", "urllib3", "filelock"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        return args.func(args)
+    except Exception as err:  # known failures: one clear line, no traceback
+        code = exit_code(err)
+        if code is None:
+            raise
+        prefix = f"bayespref {args.command}:" + ("" if code == 130 else " error:")
+        print(f"{prefix} {err}", file=sys.stderr)
+        return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
