@@ -23,15 +23,17 @@ from torch import Tensor
 TOKEN_INPUTS = ("input_ids", "attention_mask", "response_mask", "token_type_ids")
 
 
-def padding_waste(lengths: Sequence[int]) -> float:
+def padding_waste(lengths: Sequence[int] | np.ndarray) -> float:
     """``max(lengths) * len(lengths) / sum(lengths)`` of one right-padded batch."""
-    lengths = np.asarray(lengths)
-    if lengths.size == 0 or lengths.sum() == 0:
+    length_array = np.asarray(lengths)  # (B,)
+    if length_array.size == 0 or length_array.sum() == 0:
         return 1.0
-    return float(lengths.max() * lengths.size / lengths.sum())
+    return float(length_array.max() * length_array.size / length_array.sum())
 
 
-def length_chunks(lengths: Sequence[int], max_padding_waste: float | None) -> list[np.ndarray]:
+def length_chunks(
+    lengths: Sequence[int] | np.ndarray, max_padding_waste: float | None
+) -> list[np.ndarray]:
     """Positions of the batch grouped into forward chunks, longest items first.
 
     Greedy over the items sorted by length (descending): an item joins the current chunk
@@ -39,16 +41,16 @@ def length_chunks(lengths: Sequence[int], max_padding_waste: float | None) -> li
     then stays within the limit (a chunk of one item has none), so the whole batch does too.
     ``None`` keeps the batch whole.
     """
-    lengths = np.asarray(lengths)
-    if max_padding_waste is None or lengths.size == 0:
-        return [np.arange(lengths.size)]
+    length_array = np.asarray(lengths)  # (B,)
+    if max_padding_waste is None or length_array.size == 0:
+        return [np.arange(length_array.size)]
     if max_padding_waste < 1.0:
         raise ValueError(f"max_padding_waste must be >= 1.0, got {max_padding_waste}")
-    order = np.argsort(-lengths, kind="stable")
+    order = np.argsort(-length_array, kind="stable")
     chunks: list[list[int]] = []
     longest = real = 0
     for position in order:
-        length = int(lengths[position])
+        length = int(length_array[position])
         if chunks and longest * (len(chunks[-1]) + 1) <= max_padding_waste * (real + length):
             chunks[-1].append(int(position))
             real += length

@@ -105,7 +105,7 @@ def compute_features(
     """
     cache = FeatureCache(cache_dir, encoder_fingerprint(model)) if cache_dir else None
     keys = [item_key(it) for it in items]
-    found = cache.get(keys) if cache is not None else [None] * len(items)
+    found: list[np.ndarray | None] = cache.get(keys) if cache is not None else [None] * len(items)
     missing = [i for i, row in enumerate(found) if row is None]
     if missing:
         logger.info("encoding %d of %d items with the frozen encoder", len(missing), len(items))
@@ -135,4 +135,5 @@ def compute_features(
             found[i] = computed[i]
     if not items:
         return np.zeros((0, 0), dtype=np.float32)
-    return np.stack(found).astype(np.float32)
+    rows = [row for row in found if row is not None]  # every item is cached or computed by now
+    return np.stack(rows).astype(np.float32)

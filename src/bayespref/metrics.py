@@ -469,10 +469,6 @@ def compute_metrics(
 # Model selection and reporting
 
 
-def _is_missing(value: float | None) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value))
-
-
 def is_better(name: str, candidate: float | None, incumbent: float | None) -> bool:
     """Whether ``candidate`` strictly improves on ``incumbent`` for metric ``name``.
 
@@ -484,12 +480,11 @@ def is_better(name: str, candidate: float | None, incumbent: float | None) -> bo
         selectable = ", ".join(n for n, m in METRICS.items() if m.selectable)
         reason = "unknown metric" if metric is None else "metric has no direction (reference only)"
         raise ValueError(f"{reason}: {name!r}; metrics usable for selection: {selectable}")
-    candidate = None if candidate is None else float(candidate)
-    incumbent = None if incumbent is None else float(incumbent)
-    if _is_missing(candidate):
+    if candidate is None or math.isnan(float(candidate)):
         return False
-    if _is_missing(incumbent):
+    if incumbent is None or math.isnan(float(incumbent)):
         return True
+    candidate, incumbent = float(candidate), float(incumbent)
     if metric.higher_is_better:
         return candidate > incumbent
     return candidate < incumbent
@@ -524,12 +519,14 @@ def format_table(
     """
     if not results:
         return ""
-    if all(isinstance(v, Mapping) for v in results.values()):
-        columns = {str(run): dict(values) for run, values in results.items()}
-    elif any(isinstance(v, Mapping) for v in results.values()):
+    nested = {run: values for run, values in results.items() if isinstance(values, Mapping)}
+    columns: dict[str, dict[str, float]]
+    if len(nested) == len(results):
+        columns = {str(run): dict(values) for run, values in nested.items()}
+    elif nested:
         raise ValueError("results must be {metric: value} or {run: {metric: value}}, not a mix")
     else:
-        columns = {"value": dict(results)}
+        columns = {"value": {name: v for name, v in results.items() if not isinstance(v, Mapping)}}
 
     seen = [name for values in columns.values() for name in values]
     names = [n for n in METRICS if n in seen] + list(

@@ -14,14 +14,18 @@ import logging
 import os
 import signal
 import threading
+from collections.abc import Callable
 from pathlib import Path
+from types import FrameType
+from typing import Any
 
 logger = logging.getLogger(__name__)
 
 try:
     import fcntl
 except ImportError:  # Windows: no advisory locks; documented in docs/reliability.md
-    fcntl = None
+    # mypy types a name by its first binding (the module), so ``None`` needs the ignore.
+    fcntl = None  # type: ignore[assignment]
 
 
 class RunLockedError(RuntimeError):
@@ -87,9 +91,12 @@ class GracefulStop:
     def __init__(self):
         self.requested = False
         self.signal_name: str | None = None
-        self._previous: dict[int, object] = {}
+        # the handlers ``signal.signal`` returned, restored on exit
+        self._previous: dict[
+            int, Callable[[int, FrameType | None], Any] | int | signal.Handlers | None
+        ] = {}
 
-    def _handle(self, signum, frame) -> None:
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
         if self.requested:
             logger.error("second signal: exiting now without saving")
             os._exit(128 + signum)

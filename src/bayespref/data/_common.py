@@ -19,6 +19,7 @@ import io
 import itertools
 import json
 import logging
+import os
 import re
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -58,7 +59,7 @@ def unique_keys(pairs: list[tuple[str, Any]]) -> dict:
     return obj
 
 
-def read_text(path: str | Path) -> str:
+def read_text(path: str | os.PathLike[str]) -> str:
     """The whole file as text, decoded as strict UTF-8 (a leading BOM is dropped).
 
     Raises :class:`DataError` naming the line and byte offset of the first undecodable byte,
@@ -113,6 +114,11 @@ def iter_json_object(text: str, path: str) -> Iterator[tuple[str, Any, int]]:
         # at the end of a truncated file, point at its last line with content, not past it
         return DataError(problem, path, line_at(text, min(pos, len(text.rstrip(" \t\n\r")))))
 
+    def skip_whitespace(pos: int) -> int:
+        match = _JSON_WS.match(text, pos)
+        assert match is not None  # the pattern also matches the empty string
+        return match.end()
+
     def decode(pos: int) -> tuple[Any, int]:
         try:
             return decoder.raw_decode(text, pos)
@@ -121,10 +127,10 @@ def iter_json_object(text: str, path: str) -> Iterator[tuple[str, Any, int]]:
         except JSON_ERRORS as err:
             raise fail(f"bad JSON: {json_problem(err)}", pos) from None
 
-    pos = _JSON_WS.match(text, 0).end()
+    pos = skip_whitespace(0)
     if pos >= end or text[pos] != "{":
         raise fail("expected a JSON object ({...}) at the top level", pos)
-    pos = _JSON_WS.match(text, pos + 1).end()
+    pos = skip_whitespace(pos + 1)
     seen: dict[str, int] = {}
     if pos < end and text[pos] == "}":
         pos += 1
@@ -134,24 +140,24 @@ def iter_json_object(text: str, path: str) -> Iterator[tuple[str, Any, int]]:
                 raise fail("bad JSON: expected a string key", pos)
             key_line = line_of(pos)
             key, pos = decode(pos)
-            pos = _JSON_WS.match(text, pos).end()
+            pos = skip_whitespace(pos)
             if pos >= end or text[pos] != ":":
                 raise fail("bad JSON: expected ':' after the key", pos)
-            pos = _JSON_WS.match(text, pos + 1).end()
+            pos = skip_whitespace(pos + 1)
             value, pos = decode(pos)
             if key in seen:
                 raise DataError(f"duplicate id {key!r} (also on line {seen[key]})", path, key_line)
             seen[key] = key_line
             yield key, value, key_line
-            pos = _JSON_WS.match(text, pos).end()
+            pos = skip_whitespace(pos)
             if pos < end and text[pos] == ",":
-                pos = _JSON_WS.match(text, pos + 1).end()
+                pos = skip_whitespace(pos + 1)
                 continue
             if pos < end and text[pos] == "}":
                 pos += 1
                 break
             raise fail("bad JSON: expected ',' or '}' (truncated file?)", pos)
-    pos = _JSON_WS.match(text, pos).end()
+    pos = skip_whitespace(pos)
     if pos < end:
         raise fail("bad JSON: extra data after the top-level object", pos)
 

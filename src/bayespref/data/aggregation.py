@@ -43,19 +43,22 @@ def dawid_skene(
     num_items, num_classes = counts.shape
     posterior = empirical_distribution(counts) if num_items else np.zeros((0, num_classes))
 
-    item_index, annotator_index, labels = [], [], []  # one entry per annotation, (M,)
+    # one entry per annotation, (M,)
+    item_of: list[int] = []
+    annotator_of: list[int] = []
+    label_of: list[int] = []
     annotator_ids: dict[str, int] = {}
     for i, example in enumerate(dataset.examples):
         for annotator, label in example.annotations or ():
-            item_index.append(i)
-            annotator_index.append(annotator_ids.setdefault(str(annotator), len(annotator_ids)))
-            labels.append(int(label))
-    if not item_index:
+            item_of.append(i)
+            annotator_of.append(annotator_ids.setdefault(str(annotator), len(annotator_ids)))
+            label_of.append(int(label))
+    if not item_of:
         logger.info("dawid_skene: no annotator ids in %s; returning count distributions", dataset)
         return posterior
-    item_index = np.asarray(item_index)
-    annotator_index = np.asarray(annotator_index)
-    labels = np.asarray(labels)
+    item_index = np.asarray(item_of)  # (M,)
+    annotator_index = np.asarray(annotator_of)  # (M,)
+    labels = np.asarray(label_of)  # (M,)
     with_ids = np.unique(item_index)  # items that take part in the EM
     num_annotators = len(annotator_ids)
     one_hot = np.eye(num_classes)[labels]  # (M, C)

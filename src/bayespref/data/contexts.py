@@ -39,7 +39,8 @@ def read_context_jsonl(path: str | os.PathLike, require_gold: bool = False) -> l
     ignored. Every problem raises :class:`DataError` with the file and line.
     """
     source = str(path)
-    rows, seen = [], {}
+    rows: list[dict] = []
+    seen: dict[str, int] = {}  # item id -> line
     for line_no, line in enumerate(read_text(path).split("\n"), start=1):
         if not line.strip():
             continue

@@ -33,6 +33,7 @@ Label schemes:
 from __future__ import annotations
 
 import logging
+import os
 import re
 from pathlib import Path
 
@@ -88,7 +89,7 @@ def severity_class(severity: int, label_scheme: str) -> int:
 
 
 def load_convabuse(
-    path: str | Path,
+    path: str | os.PathLike[str],
     *,
     label_scheme: str = "severity",
     repeats: str = "first",

@@ -48,9 +48,9 @@ def majority_label(
         raise ValueError(f"tie_break must be one of {TIE_RULES}, got {tie_break!r}")
     counts = np.asarray(counts)
     num_classes = counts.shape[-1]
-    if utilities is None:
-        utilities = np.arange(num_classes, dtype=np.float64)
-    utilities = np.asarray(utilities, dtype=np.float64)
+    utility_values = np.asarray(  # (C,)
+        np.arange(num_classes) if utilities is None else utilities, dtype=np.float64
+    )
     is_top = counts == counts.max(axis=-1, keepdims=True)  # (N, C)
     index = np.arange(num_classes)
     if tie_break == "first":
@@ -59,7 +59,8 @@ def majority_label(
         key = index.astype(np.float64)
     else:
         # Rank classes by utility, ties in utility resolved toward the lower index.
-        order = np.lexsort((index, utilities if tie_break == "less-preferred" else -utilities))
+        by_utility = utility_values if tie_break == "less-preferred" else -utility_values
+        order = np.lexsort((index, by_utility))
         rank = np.empty(num_classes, dtype=np.float64)
         rank[order] = np.arange(num_classes)
         key = -rank

@@ -206,9 +206,12 @@ class AnnotatedDataset:
 
     def true_distributions(self) -> np.ndarray | None:
         """(N, C) generating distributions when every example has one, else None."""
-        if not self.examples or any(e.true_distribution is None for e in self.examples):
+        distributions = [
+            e.true_distribution for e in self.examples if e.true_distribution is not None
+        ]
+        if not distributions or len(distributions) < len(self.examples):
             return None
-        return np.stack([e.true_distribution for e in self.examples]).astype(np.float64)
+        return np.stack(distributions).astype(np.float64)
 
     def subset(self, indices: Sequence[int], name: str | None = None) -> AnnotatedDataset:
         return AnnotatedDataset(
