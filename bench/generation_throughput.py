@@ -21,8 +21,10 @@ from _util import REPO, device, peak_flops, peak_memory_mib, report, reset_peak,
 
 sys.path.insert(0, str(REPO / "src"))
 
+from bayespref.beam_search import beam_config  # noqa: E402
+from bayespref.config import DecodingConfig  # noqa: E402
 from bayespref.data.synthetic import make_synthetic_contexts  # noqa: E402
-from bayespref.generation import DiverseBeamConfig, generate_candidates  # noqa: E402
+from bayespref.generation import generate_candidates  # noqa: E402
 
 
 def load(args, dev):
@@ -49,15 +51,15 @@ def main() -> None:
     dev = device(args.device)
     model, tokenizer, described = load(args, dev)
     eos = tokenizer.convert_tokens_to_ids("<|im_end|>")
-    config = DiverseBeamConfig(
+    decoding = DecodingConfig(
+        method="diverse-beam",
         num_beams=args.beams,
         num_beam_groups=args.beams,
         diversity_penalty=4.0,
         max_new_tokens=args.max_new_tokens,
         min_new_tokens=args.max_new_tokens,
-        eos_token_id=eos,
-        pad_token_id=eos,
     )  # min = max: every beam generates the same number of tokens, so the count is exact
+    config = beam_config(decoding, eos_token_id=eos, pad_token_id=eos)
     contexts = [row["context"][0] for row in make_synthetic_contexts(args.contexts, seed=0)]
     generate_candidates(
         model, tokenizer, contexts[: args.batch_size], config, batch_size=args.batch_size

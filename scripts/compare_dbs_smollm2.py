@@ -148,7 +148,8 @@ def run_compare(args) -> None:
     import transformers
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-    from bayespref.generation import DiverseBeamConfig, diverse_beam_search, encode_prompts
+    from bayespref.beam_search import DiverseBeamConfig, diverse_beam_search
+    from bayespref.generation import encode_prompts
 
     ref = json.loads(Path(args.compare).read_text())
     model, tokenizer, im_end = load(args.weights or _saved_weights(ref))

@@ -1,6 +1,6 @@
 """Write reference outputs of transformers 4.56.2 diverse (group) beam search for tiny models.
 
-transformers >= 4.57 no longer runs group beam search in the library, so `bayespref.generation`
+transformers >= 4.57 no longer runs group beam search in the library, so `bayespref.beam_search`
 reimplements it; `tests/test_generation.py` compares that reimplementation, token for token,
 with what this script records. Run it in a separate virtual environment that has the last
 release with the in-library implementation:

@@ -15,12 +15,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from bayespref.generation import (
-    DiverseBeamConfig,
-    diverse_beam_search,
-    encode_prompts,
-    generate_candidates,
-)
+from bayespref.beam_search import DiverseBeamConfig, beam_config, diverse_beam_search
+from bayespref.config import DecodingConfig
+from bayespref.generation import encode_prompts, generate_candidates
 
 FIXTURES = Path(__file__).parent / "fixtures" / "dbs"
 REFERENCE = json.loads((FIXTURES / "cases.json").read_text())
@@ -166,6 +163,22 @@ def test_config_fields_have_help():
 def test_config_rejects_invalid_settings(kwargs, match):
     with pytest.raises(ValueError, match=match):
         DiverseBeamConfig(**kwargs)
+
+
+def test_beam_config_takes_the_beam_settings_of_a_decoding_section():
+    decoding = DecodingConfig(
+        num_beams=6, num_beam_groups=3, diversity_penalty=2.0, max_new_tokens=12,
+        min_new_tokens=3, length_penalty=0.5, early_stopping=True,
+    )  # fmt: skip
+    config = beam_config(decoding, eos_token_id=[7, 9], pad_token_id=2)
+    assert (config.num_beams, config.num_beam_groups, config.diversity_penalty) == (6, 3, 2.0)
+    assert (config.min_new_tokens, config.max_new_tokens) == (3, 12)
+    assert (config.length_penalty, config.early_stopping) == (0.5, True)
+    assert config.eos_token_ids == [7, 9] and config.pad_token_id == 2
+    assert config.num_return_sequences == 6
+    assert beam_config(decoding, 7, None, num_return_sequences=1).num_return_sequences == 1
+    with pytest.raises(ValueError, match="diverse-beam"):
+        beam_config(DecodingConfig(method="greedy"), 7, 2)
 
 
 def test_rejects_encoder_decoder_models():

@@ -59,12 +59,7 @@ from .checkpoint import (
 from .config import ConfigError, _field, apply_overrides, from_dict, save_config
 from .data.contexts import convabuse_contexts, read_context_jsonl, subsample, synthetic_contexts
 from .data.schema import DataError
-from .generation import (
-    DiverseBeamConfig,
-    _forward_kwargs,
-    _returned_cache,
-    diverse_beam_search,
-)
+from .beam_search import DiverseBeamConfig, diverse_beam_search, forward_kwargs, returned_cache
 from .lm import Generator, GeneratorConfig, gold_nll, left_pad, load_generator, resolve_generator
 from .safety import GracefulStop, RunLock, RunLockedError, TrainingInterrupted
 from .train import (
@@ -449,7 +444,7 @@ def continuation_logprobs(
     if not continuations or any(len(c) == 0 for c in continuations):
         raise ValueError("every continuation must have at least one token")
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    cache_name, extra, takes_position_ids = _forward_kwargs(base)
+    cache_name, extra, takes_position_ids = forward_kwargs(base)
     device = next(model.parameters()).device
     N, Tc = len(continuations), len(context_ids)
     T = max(len(c) for c in continuations)
@@ -472,7 +467,7 @@ def continuation_logprobs(
             **kwargs,
         )
         first = out.logits[:, -1:, :]  # (1, 1, V): predicts y_1
-        cache = _repeat_cache(_returned_cache(out, cache_name), N)  # rows (1 -> N)
+        cache = _repeat_cache(returned_cache(out, cache_name), N)  # rows (1 -> N)
         kwargs = {cache_name: cache}
         if takes_position_ids:
             kwargs["position_ids"] = (Tc + torch.arange(T - 1, device=device))[None].expand(N, -1)
