@@ -24,8 +24,9 @@ sys.path.insert(0, str(REPO / "src"))
 
 from bayespref.batching import length_chunks  # noqa: E402
 from bayespref.config import load_config  # noqa: E402
+from bayespref.data.splits import load_train_valid  # noqa: E402
 from bayespref.model import encode_pair, resolve_encoder_path  # noqa: E402
-from bayespref.train import load_train_valid, micro_batch_indices  # noqa: E402
+from bayespref.trainer_utils import micro_batch_indices  # noqa: E402
 
 
 def waste(batches: list[np.ndarray], lengths: np.ndarray, limit: float | None) -> float:

@@ -37,9 +37,11 @@ from _util import (
 sys.path.insert(0, str(REPO / "src"))
 
 from bayespref.config import load_config  # noqa: E402
+from bayespref.data.splits import load_train_valid  # noqa: E402
 from bayespref.evaluation import encode_split  # noqa: E402
 from bayespref.model import PreferenceModel  # noqa: E402
-from bayespref.train import load_train_valid, micro_batch_indices, train  # noqa: E402
+from bayespref.train import train  # noqa: E402
+from bayespref.trainer_utils import micro_batch_indices  # noqa: E402
 
 TOKEN_INPUTS = ("input_ids", "attention_mask", "response_mask", "token_type_ids")
 

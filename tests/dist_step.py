@@ -16,7 +16,8 @@ from bayespref.data import load_dataset
 from bayespref.evaluation import encode_split, model_inputs
 from bayespref.losses import MarginalEMA
 from bayespref.model import PreferenceModel
-from bayespref.train import global_batch_gather, make_objective, micro_batch_indices
+from bayespref.train import global_batch_gather, make_objective
+from bayespref.trainer_utils import micro_batch_indices
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--encoder", required=True)

@@ -103,9 +103,10 @@ def test_config_validates_prior():
 
 
 def test_training_uses_the_ds_prior_and_raw_targets(tiny_encoder_dir, tmp_path):
+    from bayespref.data.splits import load_train_valid, training_prior
     from bayespref.evaluation import encode_split
     from bayespref.model import PreferenceModel
-    from bayespref.train import load_train_valid, train, training_prior
+    from bayespref.train import train
 
     config = load_config(
         "configs/synthetic.yaml",

@@ -8,10 +8,11 @@ import torch
 from safetensors.torch import load_file
 
 from bayespref.config import ConfigError, load_config
+from bayespref.data.splits import load_train_valid
 from bayespref.evaluation import encode_split, predict_logits
 from bayespref.features import FeatureCache, compute_features, encoder_fingerprint, item_key
 from bayespref.model import PreferenceModel
-from bayespref.train import load_train_valid, train
+from bayespref.train import train
 from test_train import tiny_config
 
 

@@ -10,8 +10,8 @@ from safetensors.torch import load_file
 
 from bayespref import losses as losses_module
 from bayespref.config import load_config
-from bayespref.safety import RunLock, RunLockedError
-from bayespref.train import NonFiniteError, train
+from bayespref.safety import NonFiniteError, RunLock, RunLockedError
+from bayespref.train import train
 
 
 def tiny(tmp_path, encoder, *overrides):
@@ -80,7 +80,7 @@ def test_non_finite_batches_can_be_skipped_and_counted(tmp_path, tiny_encoder_di
         (config.run_dir / "checkpoint" / "step-00000006" / "trainer_state.json").read_text()
     )
     assert state["trainer"]["skipped_steps"] == 2
-    assert all(torch.isfinite(torch.tensor(v)).all() for v in [state["ema"]["m"]["__tensor__"]])
+    assert all(torch.isfinite(torch.tensor(v)).all() for v in [state["task"]["m"]["__tensor__"]])
     weights = load_file(
         str(config.run_dir / "checkpoint" / "step-00000006" / "model" / "model.safetensors")
     )
@@ -119,13 +119,13 @@ def test_a_failed_save_keeps_the_previous_checkpoint_and_resume_matches(
             raise OSError(28, "No space left on device")
         real_save(optimizer, folder)
 
-    monkeypatch.setattr("bayespref.train.save_optimizer", disk_full_on_second_save)
+    monkeypatch.setattr("bayespref.trainer.save_optimizer", disk_full_on_second_save)
     with pytest.raises(CheckpointError, match="No space left.*step-00000002 is intact.*--resume"):
         train(config)
     ckpt = config.run_dir / "checkpoint"
     assert sorted(p.name for p in ckpt.iterdir()) == ["best", "step-00000002"]  # no debris
     verify_manifest(ckpt / "step-00000002")
-    monkeypatch.setattr("bayespref.train.save_optimizer", real_save)
+    monkeypatch.setattr("bayespref.trainer.save_optimizer", real_save)
     train(config, resume=True)
     _assert_same_weights(_final_weights(config.run_dir), _final_weights(reference.run_dir))
 

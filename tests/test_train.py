@@ -19,14 +19,9 @@ from bayespref.cli import main as cli_main
 from bayespref.config import load_config
 from bayespref.evaluation import encode_split, objective_on_split
 from bayespref.losses import LOSSES
-from bayespref.train import (
-    RunExistsError,
-    is_improvement,
-    lr_at,
-    make_objective,
-    micro_batch_indices,
-    train,
-)
+from bayespref.safety import RunExistsError
+from bayespref.train import make_objective, train
+from bayespref.trainer_utils import is_improvement, lr_at, micro_batch_indices
 
 
 def tiny_config(tmp_path: Path, encoder: str, *overrides: str):

@@ -21,10 +21,12 @@ import hashlib
 import json
 import logging
 import os
+import random
 import shutil
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
@@ -206,3 +208,48 @@ def prune_checkpoints(root: Path, keep_last: int) -> None:
         shutil.rmtree(path, ignore_errors=True)
     for path in root.glob(".tmp-*"):
         shutil.rmtree(path, ignore_errors=True)
+
+
+# -- training state as JSON (no pickle) ---------------------------------------------------------
+
+
+def to_jsonable(value: Any) -> Any:
+    """Tensors, tuples and nested containers as JSON-able values (:func:`from_jsonable`)."""
+    if torch.is_tensor(value):
+        return {"__tensor__": value.tolist(), "dtype": str(value.dtype).replace("torch.", "")}
+    if isinstance(value, (list, tuple)):
+        return [to_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {k: to_jsonable(v) for k, v in value.items()}
+    return value
+
+
+def from_jsonable(value: Any) -> Any:
+    """The inverse of :func:`to_jsonable` (tuples come back as lists)."""
+    if isinstance(value, dict) and "__tensor__" in value:
+        return torch.tensor(value["__tensor__"], dtype=getattr(torch, value["dtype"]))
+    if isinstance(value, dict):
+        return {k: from_jsonable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [from_jsonable(v) for v in value]
+    return value
+
+
+def _tupled(value: Any) -> Any:
+    return tuple(_tupled(v) for v in value) if isinstance(value, list) else value
+
+
+def rng_state() -> dict:
+    """Python's and NumPy's random states, JSON-able (torch's is saved as safetensors)."""
+    np_state = np.random.get_state()
+    return {
+        "python_rng": to_jsonable(random.getstate()),
+        "numpy_rng": [np_state[0], np_state[1].tolist(), *np_state[2:]],
+    }
+
+
+def set_rng_state(payload: dict) -> None:
+    """Restore what :func:`rng_state` returned."""
+    random.setstate(_tupled(payload["python_rng"]))
+    np_state = payload["numpy_rng"]
+    np.random.set_state((np_state[0], np.array(np_state[1], dtype=np.uint32), *np_state[2:]))

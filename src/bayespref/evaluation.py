@@ -8,16 +8,21 @@ distributions and majority labels, and running a model over them.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from . import metrics as metrics_lib
+from .config import load_config
 from .data.priors import empirical_distribution, majority_label, smoothed_prior
 from .data.schema import AnnotatedDataset
+from .data.splits import load_split, load_train_valid
+from .features import compute_features
 from .model import PreferenceModel, collate_encoded, encode_pair
 
 logger = logging.getLogger(__name__)
@@ -83,8 +88,6 @@ def encode_split(
     pad_token_id = model.tokenizer.pad_token_id or 0
     features = None
     if model.head_only:
-        from .features import compute_features
-
         features = compute_features(
             model, items, pad_token_id, cache_dir=model.config.feature_cache
         )
@@ -229,12 +232,6 @@ def evaluate_run(
     "data": description, "n": items}`` where ``constant`` is the predictor that always outputs
     the training set's mean label distribution.
     """
-    import json
-    from pathlib import Path
-
-    from .config import load_config
-    from .train import load_split, load_train_valid
-
     run_dir = Path(run)
     config = load_config(run_dir / "config.yaml")
     data_config = config.data

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from safetensors.numpy import load_file, save_file
+from tqdm.auto import tqdm
 
 from .adapters import base_model
 from .model import PreferenceModel, collate_encoded
@@ -114,8 +115,6 @@ def compute_features(
         model.eval()
         order = sorted(missing, key=lambda i: -len(items[i]["input_ids"]))
         computed: dict[int, np.ndarray] = {}
-        from tqdm.auto import tqdm
-
         bar = tqdm(total=len(order), desc="features", unit="item", disable=not progress)
         try:
             for start in range(0, len(order), batch_size):

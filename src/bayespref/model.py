@@ -23,8 +23,10 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, load_model, save_file, save_model
 from torch import Tensor, nn
+from transformers import AutoConfig, AutoModel, AutoTokenizer
 
 from .adapters import base_model, wrap_peft
+from .checkpoint import MANIFEST, latest_checkpoint, verify_manifest
 from .config import ModelConfig, PeftConfig
 from .data.schema import LabelSpace
 
@@ -114,8 +116,6 @@ class PreferenceModel(nn.Module):
         """A fresh model on a pretrained encoder (any Hugging Face encoder name or path), with
         the encoder wrapped in ``peft`` adapters when asked."""
         peft = peft if peft is not None else PeftConfig()
-        from transformers import AutoModel, AutoTokenizer
-
         path = resolve_encoder_path(config.encoder)
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=config.trust_remote_code)
         encoder = AutoModel.from_pretrained(path, trust_remote_code=config.trust_remote_code)
@@ -133,8 +133,6 @@ class PreferenceModel(nn.Module):
         value stored in the run directory is ignored (a downloaded run cannot turn it on).
         """
         folder = find_model_dir(Path(path), checkpoint)
-        from .checkpoint import MANIFEST, verify_manifest
-
         for candidate in (folder, folder.parent):  # best/ or step-N/ (model/ inside it)
             if (candidate / MANIFEST).is_file():
                 verify_manifest(candidate)  # a truncated or altered file is a clear error
@@ -144,8 +142,6 @@ class PreferenceModel(nn.Module):
     @classmethod
     def load(cls, folder: str | os.PathLike, trust_remote_code: bool = False) -> PreferenceModel:
         """Load a folder written by :meth:`save`: safetensors and JSON only, never pickle."""
-        from transformers import AutoConfig, AutoModel, AutoTokenizer
-
         folder = Path(folder)
         meta = json.loads((folder / MODEL_META).read_text(encoding="utf-8"))
         model_meta = dict(meta["model"])
@@ -402,8 +398,6 @@ def find_model_dir(path: Path, checkpoint: str = "best") -> Path:
         raise FileNotFoundError(f"no such run directory: {path}")
     ckpt = path / "checkpoint"
     if checkpoint == "last":
-        from .checkpoint import latest_checkpoint
-
         found = latest_checkpoint(ckpt)
         if found is None:
             raise FileNotFoundError(f"{path}: no complete training checkpoint under {ckpt}")

@@ -40,6 +40,18 @@ class TrainingInterrupted(RuntimeError):
         self.step = step
 
 
+class RunExistsError(RuntimeError):
+    """The run directory already holds a run and ``resume`` was not asked for."""
+
+
+class NothingToResumeError(FileNotFoundError):
+    """``resume`` was asked for a run directory that holds no run."""
+
+
+class NonFiniteError(RuntimeError):
+    """A non-finite loss or gradient; the step was not applied."""
+
+
 class RunLock:
     """An exclusive lock on a run directory (a context manager)."""
 

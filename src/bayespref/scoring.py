@@ -6,6 +6,11 @@ import json
 import logging
 from pathlib import Path
 
+import numpy as np
+import torch
+from accelerate import PartialState
+from accelerate.utils import gather_object
+
 from .data.schema import DataError
 from .model import PreferenceModel, score_distributions
 
@@ -68,10 +73,6 @@ def score_file(
     Under ``torchrun``/``accelerate launch`` each process scores a contiguous share of the pairs
     and the main process writes them all, in input order: the same file as one process writes.
     """
-    import numpy as np
-    import torch
-    from accelerate import PartialState
-
     state = PartialState(cpu=not torch.cuda.is_available())
     model = PreferenceModel.from_run(run, checkpoint=checkpoint).to(state.device)
     pairs = read_pairs(input_path)
@@ -84,8 +85,6 @@ def score_file(
                 batch_size=batch_size,
             )
     if state.num_processes > 1:
-        from accelerate.utils import gather_object
-
         shares = gather_object([(list(share), q_share)])  # one (indices, q) per process
         state.wait_for_everyone()
         if not state.is_main_process:

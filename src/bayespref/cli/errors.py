@@ -11,9 +11,13 @@ from __future__ import annotations
 from ..checkpoint import CheckpointError
 from ..config import ConfigError
 from ..data.schema import DataError
-from ..safety import RunLockedError, TrainingInterrupted
-from ..study import StudyError
-from ..train import NonFiniteError, RunExistsError
+from ..safety import (
+    NonFiniteError,
+    RunExistsError,
+    RunLockedError,
+    TrainingInterrupted,
+)
+from ..studies.common import StudyError
 
 USER_ERRORS: tuple[type[BaseException], ...] = (
     ConfigError,

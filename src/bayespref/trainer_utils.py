@@ -1,0 +1,124 @@
+"""Small pure pieces of training, shared by the trainer and the recipes.
+
+The schedule (:func:`lr_at`), the seeded random micro-batches (:func:`micro_batch_indices`),
+seeding, AdamW parameter groups, best-checkpoint comparison, the accelerator, and the
+``metrics.jsonl`` records.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+
+from . import metrics as metrics_lib
+
+
+def lr_at(step: int, total_steps: int, warmup_steps: int, peak_lr: float) -> float:
+    """Linear warmup to ``peak_lr`` over ``warmup_steps``, then linear decay to 0 at
+    ``total_steps``. Counted in OPTIMISER steps (the reference code counted micro-batches while
+    stepping per optimiser step, so its decay only got a fraction of the way)."""
+    if warmup_steps > 0 and step < warmup_steps:
+        return peak_lr * (step + 1) / warmup_steps
+    remaining = total_steps - step
+    return peak_lr * max(0.0, remaining / max(1, total_steps - warmup_steps))
+
+
+def micro_batch_indices(
+    micro_index: int, num_items: int, batch_size: int, world_size: int, rank: int, seed: int
+) -> np.ndarray:
+    """Indices of global micro-batch ``micro_index`` for process ``rank``.
+
+    Every epoch is a fresh seeded permutation cut into global batches of
+    ``batch_size * world_size`` (a partial last batch is dropped: a tiny batch would give the
+    batch normaliser a noisy marginal). Random, never length-sorted: the batch normaliser must
+    see an unbiased sample (METHOD section 3). Stateless, so resuming needs only the index.
+    """
+    global_batch = batch_size * world_size
+    per_epoch = num_items // global_batch
+    if per_epoch == 0:
+        raise ValueError(
+            f"{num_items} training items are fewer than one global batch of {global_batch}"
+        )
+    epoch, position = divmod(micro_index, per_epoch)
+    order = np.random.default_rng([seed, epoch]).permutation(num_items)
+    start = position * global_batch + rank * batch_size
+    return order[start : start + batch_size]
+
+
+def make_accelerator(mixed_precision: str = "no", cpu: bool = False) -> Accelerator:
+    """The ``accelerate.Accelerator`` of a recipe: one CPU, one GPU, or many under
+    ``accelerate launch`` / ``torchrun``.
+
+    Under torchrun on a machine without CUDA, accelerate only sets up the (gloo) process group
+    when told to run on the CPU; alone, it picks the device itself.
+    """
+    multi_process = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    return Accelerator(
+        mixed_precision=mixed_precision,
+        cpu=cpu or (multi_process and not torch.cuda.is_available()),
+    )
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch: called once, at a recipe's entry point."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """AdamW groups: no weight decay on biases and normalisation weights (1-D parameters);
+    frozen parameters are left out."""
+    decay, no_decay = [], []
+    for param in model.parameters():
+        if param.requires_grad:
+            (no_decay if param.ndim < 2 else decay).append(param)
+    return [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+
+
+def is_improvement(metric: str, value: float | None, best: float | None) -> bool:
+    """Whether ``value`` beats ``best`` for the selection metric, in that metric's direction.
+
+    No threshold: the first evaluation always makes a best checkpoint (the reference code
+    saved one only when the validation loss fell below 1, which a KL objective may never do).
+    ``loss`` (the training objective) is lower-is-better; the rest declare their direction.
+    """
+    if metric == "loss":
+        if value is None or value != value:
+            return False
+        return best is None or best != best or value < best
+    return metrics_lib.is_better(metric, value, best)
+
+
+def append_jsonl(path: Path, record: dict) -> None:
+    """Append one JSON line to ``path``."""
+    with path.open("a", encoding="utf-8") as fh:
+        fh.write(json.dumps(record) + "\n")
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    """Every record of a JSON-lines file (an empty list if there is none)."""
+    if not path.is_file():
+        return []
+    lines = path.read_text(encoding="utf-8").splitlines()
+    return [json.loads(line) for line in lines if line.strip()]
+
+
+def truncate_metrics(path: Path, last_step: int) -> None:
+    """Drop the records of steps after ``last_step`` (written after the resumed checkpoint),
+    so that no step is recorded twice."""
+    if not path.is_file():
+        return
+    kept = [r for r in read_jsonl(path) if r["step"] <= last_step]
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
+    tmp.replace(path)
