@@ -4,30 +4,32 @@ context files, judges, and one tiny end-to-end run through the command line."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from bayespref.cli.generator_eval import REMOVED_FLAGS, SHORTCUTS, make_parser
+from bayespref.config import ConfigError, DecodingConfig, load_yaml
 from bayespref.data.contexts import contexts_from_spec, read_context_jsonl
 from bayespref.data.schema import DataError
+from bayespref.decoding import ANSWER_DECODING, answer_decoding, decode
 from bayespref.generator_eval import (
     GENERATOR_METRICS,
-    DecodingConfig,
-    OracleJudge,
-    PreferenceModelJudge,
+    GeneratorEvalConfig,
     corpus_bleu,
-    decode,
     distinct_n,
     evaluate_generators,
     gold_examples,
-    load_judge,
-    make_parser,
+    json_safe,
     perplexity,
     rouge_l_f,
 )
+from bayespref.judges import OracleJudge, PreferenceModelJudge, load_judge
 from bayespref.lm import chat_messages, gold_nll, load_generator
 from tiny_lm import save_tiny_llama
 
@@ -103,7 +105,7 @@ def test_gold_nll_equals_a_manual_teacher_forced_pass(generators):
 def test_greedy_answers_do_not_depend_on_batching(generators):
     generator = load_generator(generators[0])
     contexts = ["Hi.", "My cat is sick and I am worried about her."]
-    decoding = DecodingConfig(max_new_tokens=6, batch_size=2)
+    decoding = answer_decoding(max_new_tokens=6, batch_size=2)
     batched, lengths = decode(generator, contexts, decoding)
     alone = [decode(generator, [c], decoding)[0][0] for c in contexts]
     assert batched == alone
@@ -173,10 +175,10 @@ def test_judges_and_generator_loading_errors(tmp_path, tiny_encoder_dir):
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="generator/"):
         load_generator(tmp_path / "empty")
-    with pytest.raises(ValueError, match="greedy or diverse-beam"):
-        DecodingConfig(method="sampling")
-    with pytest.raises(ValueError, match="divisible"):
-        DecodingConfig(method="diverse-beam", num_beams=3, num_beam_groups=2)
+    with pytest.raises(ConfigError, match="greedy|diverse-beam"):
+        answer_decoding(method="sampling")
+    with pytest.raises(ConfigError, match="divisible"):
+        answer_decoding(method="diverse-beam", num_beams=3, num_beam_groups=2)
 
 
 # -- end to end ---------------------------------------------------------------------------------
@@ -185,7 +187,7 @@ def test_judges_and_generator_loading_errors(tmp_path, tiny_encoder_dir):
 def test_same_generator_ties_everywhere(generators):
     generator = load_generator(generators[0])
     items = contexts_from_spec("synthetic:3:0")
-    decoding = DecodingConfig(max_new_tokens=5)
+    decoding = answer_decoding(max_new_tokens=5)
     report = evaluate_generators(generator, generator, items, OracleJudge(), decoding)
     assert report["paired"]["win_rate"]["rate"] == 0.5
     assert report["paired"]["win_rate"]["ties"] == 3
@@ -193,11 +195,10 @@ def test_same_generator_ties_everywhere(generators):
     assert report["base"] == report["calibrated"]
 
 
-@pytest.mark.parametrize("method", ["greedy", "diverse-beam"])
-def test_cli_evaluate_generator_writes_json_and_markdown(tmp_path, generators, method, capsys):
-    base, run = generators
-    contexts = tmp_path / "contexts.jsonl"
-    contexts.write_text(
+def write_contexts(folder) -> str:
+    """Three contexts, two with a gold reply, one of two turns."""
+    path = folder / "contexts.jsonl"
+    path.write_text(
         json.dumps({"id": "a", "context": "I failed my exam.", "gold": "That sounds hard."})
         + "\n"
         + json.dumps({"id": "b", "context": ["My dog died.", "I miss him."], "gold": None})
@@ -205,28 +206,19 @@ def test_cli_evaluate_generator_writes_json_and_markdown(tmp_path, generators, m
         + json.dumps({"id": "c", "context": "I lost my job.", "gold": "I'm so sorry."})
         + "\n"
     )
+    return str(path)
+
+
+def run_cli(argv: list[str]) -> int:
+    """``bayespref evaluate-generator ARGV`` through the command's own parser and handler."""
     parser = argparse.ArgumentParser()
     make_parser(parser.add_subparsers(dest="command"))
-    out = tmp_path / "eval"
-    args = parser.parse_args(
-        [
-            "evaluate-generator",
-            "--base", str(base),
-            "--calibrated", str(run),
-            "--contexts", str(contexts),
-            "--judge", "oracle",
-            "--output", str(out),
-            "--decoding", method,
-            "--max-new-tokens", "6",
-            "--num-beams", "2",
-            "--num-beam-groups", "2",
-            "--examples", "2",
-        ]
-    )  # fmt: skip
-    assert args.func(args) == 0
-    printed = capsys.readouterr().out
-    assert "win rate" in printed and "| utility | ↑ |" in printed
+    args = parser.parse_args(["evaluate-generator", *argv])
+    return args.func(args)
 
+
+def check_report(out, method: str, base, run) -> dict:
+    """What every run on :func:`write_contexts` must write (max_new_tokens 6, 2 examples)."""
     report = json.loads((out / "eval.json").read_text())
     assert (
         (out / "eval.md").read_text().startswith("Generator evaluation: 3 contexts (2 with gold)")
@@ -251,3 +243,126 @@ def test_cli_evaluate_generator_writes_json_and_markdown(tmp_path, generators, m
     assert item_b["gold"] is None and item_b["base_gold_nll"] is None  # nan -> null
     diffs = [i["calibrated_utility"] - i["base_utility"] for i in report["items"]]
     assert report["paired"]["utility_difference"]["mean"] == pytest.approx(np.mean(diffs))
+    return report
+
+
+@pytest.mark.parametrize("method", ["greedy", "diverse-beam"])
+def test_cli_evaluate_generator_writes_json_and_markdown(tmp_path, generators, method, capsys):
+    """The flags kept as shortcuts, plus key=value overrides for the rest."""
+    base, run = generators
+    out = tmp_path / "eval"
+    code = run_cli(
+        [
+            "--base", str(base),
+            "--calibrated", str(run),
+            "--contexts", write_contexts(tmp_path),
+            "--judge", "oracle",
+            "--output", str(out),
+            "--decoding", method,
+            "--max-new-tokens", "6",
+            "decoding.num_beams=2",
+            "decoding.num_beam_groups=2",
+            "num_examples=2",
+        ]
+    )  # fmt: skip
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "win rate" in printed and "| utility | ↑ |" in printed
+    report = check_report(out, method, base, run)
+    assert report["chat_template"] is True and report["decoding"]["min_new_tokens"] == 0
+
+
+def test_cli_yaml_config_with_overrides_and_a_shortcut(tmp_path, generators, capsys):
+    """A config file, a key=value override and a flag shortcut, each taking effect."""
+    base, run = generators
+    config = tmp_path / "evaluate-generator.yaml"
+    config.write_text(
+        f"base: {base}\n"
+        f"calibrated: {run}\n"
+        f"contexts: {write_contexts(tmp_path)}\n"
+        "judge: oracle\n"
+        "num_examples: 2\n"
+        "decoding:\n"
+        "  method: diverse-beam\n"
+        "  num_beams: 2\n"
+        "  num_beam_groups: 2\n"
+        "  max_new_tokens: 30\n"
+    )
+    out = tmp_path / "out"
+    # --max-new-tokens overrides the file's 30; decoding.seed=3 the default seed
+    code = run_cli(
+        ["--config", str(config), "--max-new-tokens", "6", f"output={out}", "decoding.seed=3"]
+    )
+    assert code == 0
+    report = check_report(out, "diverse-beam", base, run)
+    assert report["decoding"]["max_new_tokens"] == 6 and report["decoding"]["seed"] == 3
+    assert report["decoding"]["min_new_tokens"] == 0  # the answer default, kept by the file
+    assert report["contexts"] == str(tmp_path / "contexts.jsonl")
+
+
+def test_the_calibrated_run_holds_the_report_by_default(tmp_path, generators, monkeypatch):
+    base, run = generators
+    monkeypatch.chdir(tmp_path)
+    config = load_yaml(
+        GeneratorEvalConfig,
+        None,
+        [f"base={base}", f"calibrated={run}", "contexts=x", "judge=oracle"],
+    )
+    assert config.report_dir == run / "eval"
+    config = load_yaml(
+        GeneratorEvalConfig,
+        None,
+        [f"base={base}", f"calibrated={base}", "contexts=x", "judge=oracle"],
+    )
+    assert str(config.report_dir) == "eval-generator"
+
+
+def test_config_errors_name_the_key(tmp_path):
+    required = ["base=b", "calibrated=c", "contexts=synthetic:3:0", "judge=oracle"]
+    config = load_yaml(GeneratorEvalConfig, None, required)
+    assert dataclasses.asdict(config.decoding) == dataclasses.asdict(
+        DecodingConfig(**ANSWER_DECODING)
+    )
+    assert config.decoding.method == "greedy" and config.decoding.max_new_tokens == 40
+    assert config.chat_template is True and config.num_examples == 5
+
+    with pytest.raises(ConfigError, match="num_beam"):  # a typo in a section, named
+        load_yaml(GeneratorEvalConfig, None, [*required, "decoding.num_beam=4"])
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("base: b\ncalibrated: c\ncontexts: x\njudge: oracle\nexamples: 2\n")
+    with pytest.raises(ConfigError, match="examples"):
+        load_yaml(GeneratorEvalConfig, bad)
+    with pytest.raises(ConfigError, match="calibrated, judge"):
+        load_yaml(GeneratorEvalConfig, None, ["base=b", "contexts=x"])
+    with pytest.raises(ConfigError, match="rule"):
+        load_yaml(GeneratorEvalConfig, None, [*required, "rule=best"])
+    with pytest.raises(ConfigError, match="decoding.method"):
+        load_yaml(GeneratorEvalConfig, None, [*required, "decoding.method=sampling"])
+    with pytest.raises(ConfigError, match="limit"):
+        load_yaml(GeneratorEvalConfig, None, [*required, "limit=0"])
+
+
+def test_removed_flags_name_their_override_and_shortcuts_name_real_keys():
+    with pytest.raises(ConfigError, match=r"--num-beams .*decoding\.num_beams="):
+        run_cli(["--num-beams", "4"])
+    with pytest.raises(ConfigError, match="chat_template=false"):
+        run_cli(["--no-chat-template"])
+    keys = {f.name for f in dataclasses.fields(GeneratorEvalConfig)}
+    decoding_keys = {f.name for f in dataclasses.fields(DecodingConfig)}
+    for key in [*SHORTCUTS.values(), *(r.split("=")[0] for r in REMOVED_FLAGS.values())]:
+        section, _, name = key.partition(".")
+        assert (name in decoding_keys) if name else (section in keys), key
+
+
+def test_shipped_config_parses():
+    path = Path(__file__).resolve().parents[1] / "configs" / "evaluate-generator.yaml"
+    config = load_yaml(GeneratorEvalConfig, path)
+    assert config.base == "smollm2-135m-instruct" and config.judge == "oracle"
+    assert config.contexts.startswith("synthetic:")
+    assert config.decoding == DecodingConfig(**ANSWER_DECODING)
+
+
+def test_json_safe_writes_nan_as_null():
+    assert json_safe({"a": [math.nan, np.float32(1.5), (math.inf, 2)]}) == {
+        "a": [None, 1.5, [None, 2]]
+    }

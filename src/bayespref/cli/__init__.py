@@ -16,8 +16,8 @@ import argparse
 import logging
 import sys
 
-from .. import __version__, calibration, calibration_study, export, generator_eval
-from . import preference
+from .. import __version__, calibration, calibration_study, export
+from . import generator_eval, preference
 from .errors import exit_code
 
 
