@@ -62,8 +62,9 @@ def greedy_sequences(
         eos_token_id=generator.eos_token_id,
         pad_token_id=generator.pad_token_id,
     )
+    model: Any = generator.model  # a transformers causal LM: generate() is its own
     with torch.no_grad():
-        return generator.model.generate(
+        return model.generate(
             input_ids=input_ids, attention_mask=attention_mask, generation_config=config
         )
 

@@ -42,6 +42,7 @@ from typing import Any
 
 import numpy as np
 import sacrebleu
+from numpy.typing import ArrayLike
 from rouge_score import rouge_scorer
 
 from .config import ConfigError, DecodingConfig, field_help, section_default
@@ -123,7 +124,7 @@ def rouge_l_f(hypotheses: Sequence[str], references: Sequence[str]) -> np.ndarra
     )
 
 
-def perplexity(nll_sums: Sequence[float], token_counts: Sequence[int]) -> float:
+def perplexity(nll_sums: ArrayLike, token_counts: ArrayLike) -> float:
     """Token-level perplexity ``exp(sum NLL / sum tokens)``; nan without tokens."""
     total = float(np.sum(token_counts))
     return math.exp(float(np.sum(nll_sums)) / total) if total else math.nan
@@ -249,10 +250,11 @@ def evaluate_generators(
     items = list(contexts)
     if not items:
         raise ValueError("no contexts to evaluate on")
-    names = names or (
-        None if isinstance(base, Generator) else str(base),
-        None if isinstance(calibrated, Generator) else str(calibrated),
-    )
+    if names is None:  # a spec names its generator; a loaded one is "base" / "calibrated"
+        names = (
+            "base" if isinstance(base, Generator) else str(base),
+            "calibrated" if isinstance(calibrated, Generator) else str(calibrated),
+        )
     base_out = run_generator(
         base, items, decoding, name=names[0] or "base", chat_template=chat_template
     )
@@ -307,7 +309,7 @@ def compare_outputs(
                 "gold_tokens": int(base_out.gold_tokens[i]),
             }
         )
-    report = {
+    report: dict[str, Any] = {
         "n": len(items),
         "n_with_gold": len(with_gold),
         "judge": judge.name,
