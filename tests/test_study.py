@@ -8,18 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import bayespref.train as train_module
-from bayespref import study as study_lib
 from bayespref.config import load_config
-from bayespref.study import (
-    StudyError,
-    build_cells,
-    conclusion,
-    fit_temperature,
-    load_study,
-    run_study,
-    soft_ce_of_logits,
-)
+from bayespref.studies import loss_study as study_lib
+from bayespref.studies.common import StudyError
+from bayespref.studies.loss_report import conclusion
+from bayespref.studies.loss_study import fit_temperature, run_study, soft_ce_of_logits
+from bayespref.studies.loss_study_config import BatchSweepSpec, build_cells, load_study
 
 REPO = Path(__file__).resolve().parents[1]
 STUDY = REPO / "configs" / "study.yaml"
@@ -106,13 +100,13 @@ def quick_study(tmp_path, tiny_encoder_dir):
 def test_quick_study_end_to_end_cached_and_resumed(quick_study, monkeypatch):
     study, train_overrides = quick_study
     calls: list[tuple[str, bool]] = []
-    real_train = train_module.train
+    real_train = study_lib.train
 
     def counting_train(config, resume=False):
         calls.append((str(config.run_dir), resume))
         return real_train(config, resume=resume)
 
-    monkeypatch.setattr(train_module, "train", counting_train)
+    monkeypatch.setattr(study_lib, "train", counting_train)
     cells = build_cells(study, train_overrides)
     rows = sorted({c.row for c in cells})
     main_rows = {c.row for c in cells if c.group == "main"}
@@ -171,7 +165,7 @@ def test_interval_over_seeds_in_the_results(quick_study):
     """The report's mean ± half-width is the t-interval of the per-cell (cached) results."""
     study, train_overrides = quick_study
     study.losses, study.rows = ["soft"], []
-    study.batch_sweep = study_lib.BatchSweepSpec(
+    study.batch_sweep = BatchSweepSpec(
         loss="forward-kl", batch_sizes=[8, 16], normalisers=["batch", "ema"], seeds=[0]
     )
     result = run_study(study, train_overrides=train_overrides, progress=False)
