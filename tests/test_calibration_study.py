@@ -11,15 +11,18 @@ from pathlib import Path
 
 import pytest
 
-from bayespref import calibration_study as cs
+import bayespref.calibration.search as calibration_search
 from bayespref.calibration import read_candidates
-from bayespref.calibration_study import (
-    acceptance,
+from bayespref.cli import studies as studies_cli
+from bayespref.studies import calibration_study as cs
+from bayespref.studies.calibration_report import acceptance
+from bayespref.studies.calibration_study import ranking_quality, run_calibration_study
+from bayespref.studies.calibration_study_config import (
     calibration_config,
+    control_config,
     load_calibration_study,
-    ranking_quality,
-    run_calibration_study,
 )
+from bayespref.studies.common import StudyError
 from tiny_lm import save_tiny_llama
 
 REPO = Path(__file__).resolve().parents[1]
@@ -128,7 +131,7 @@ def test_quick_study_end_to_end_cached_and_resumed(
     assert synthetic["n"] == 12 and synthetic["judge"] == "oracle"
     # the control: the same calibration without a PM (ranking and gold terms off), trained on
     # the shared generation's contexts; each loss is also paired against it
-    control = cs.control_config(study, task, "mle-only")
+    control = control_config(study, task, "mle-only")
     assert control.loss.rank_weight == 0 and control.loss.gold_weight == 0
     assert (
         control.scorer.run is None and control.optim == calibration_config(study, task, "jsd").optim
@@ -155,15 +158,11 @@ def test_quick_study_end_to_end_cached_and_resumed(
     def forbidden(*args, **kwargs):
         raise AssertionError("a finished step ran again")
 
-    import bayespref.calibration
-    import bayespref.generator_eval
-    import bayespref.train
-
     with monkeypatch.context() as m:
-        m.setattr(bayespref.train, "train", forbidden)
+        m.setattr(cs, "train", forbidden)
         m.setattr(cs, "calibrate", forbidden)
-        m.setattr(bayespref.calibration, "diverse_beam_search", forbidden)
-        m.setattr(bayespref.generator_eval, "run_generator", forbidden)
+        m.setattr(calibration_search, "diverse_beam_search", forbidden)
+        m.setattr(cs, "run_generator", forbidden)
         again = run_calibration_study(study, train_overrides=pm_overrides)
     assert again.outcome == {"cached": 23, "trained": 0, "resumed": 0}
     cached = again.results["synthetic"]["losses"]["jsd"]["paired"]
@@ -190,13 +189,13 @@ def test_quick_study_end_to_end_cached_and_resumed(
             "calibration=[optim.lr=0.5, optim.max_steps=2, eval_every=2]",
         ],
     )
-    with pytest.raises(cs.StudyError, match="different config"):
+    with pytest.raises(StudyError, match="different config"):
         run_calibration_study(other, train_overrides=pm_overrides)
 
 
 def test_cli_report_only(tmp_path, capsys):
     parser = argparse.ArgumentParser()
-    cs.make_parser(parser.add_subparsers(dest="command"))
+    studies_cli.make_parser(parser.add_subparsers(dest="command"))
     args = parser.parse_args(
         ["calibration-study", "--config", str(STUDY), "--quick", "--report-only",
          "--set", f"output_dir={tmp_path}", "--set", "tasks=[]"]
