@@ -16,8 +16,8 @@ import argparse
 import logging
 import sys
 
-from .. import __version__, calibration, calibration_study, export
-from . import generator_eval, preference
+from .. import __version__, calibration, export
+from . import generator_eval, preference, studies
 from .errors import exit_code
 
 
@@ -29,11 +29,11 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     parser.add_argument("--version", action="version", version=f"bayespref {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    preference.make_parser(sub)  # train, evaluate, score, compare
+    preference.make_parser(sub)  # train, evaluate, score
     calibration.make_parser(sub)  # generate, calibrate
     generator_eval.make_parser(sub)  # evaluate-generator
     export.make_parser(sub)  # export-pairs
-    calibration_study.make_parser(sub)  # calibration-study: base vs each loss, end to end
+    studies.make_parser(sub)  # compare (loss study), calibration-study (base vs each loss)
     return parser
 
 

@@ -1,10 +1,9 @@
-"""Preference-model commands: ``train``, ``evaluate``, ``score``, ``compare``."""
+"""Preference-model commands: ``train``, ``evaluate``, ``score``."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 
@@ -85,28 +84,8 @@ def cmd_score(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_compare(args: argparse.Namespace) -> int:
-    import shlex
-
-    from ..study import load_study, run_study
-
-    study = load_study(args.config, quick=args.quick, overrides=args.set)
-    command = " ".join(shlex.quote(a) for a in ["bayespref", *sys.argv[1:]])
-    result = run_study(
-        study,
-        report_only=args.report_only,
-        train_overrides=list(args.overrides),
-        command=command,
-    )
-    print(f"cells: {result.outcome}")
-    print(f"report: {result.report}")
-    for plot in result.plots:
-        print(f"plot:   {plot}")
-    return 0
-
-
 def make_parser(sub) -> None:
-    """Register ``train``, ``evaluate``, ``score`` and ``compare``."""
+    """Register ``train``, ``evaluate`` and ``score``."""
 
     p = sub.add_parser("train", help="train a preference model -> runs/<name>/")
     p.add_argument("--config", help="YAML config (default: the built-in synthetic demo)")
@@ -142,17 +121,3 @@ def make_parser(sub) -> None:
     p.add_argument("--checkpoint", default="best", help="best | last")
     p.add_argument("--batch-size", type=int, default=64)
     p.set_defaults(func=cmd_score)
-
-    p = sub.add_parser(
-        "compare", help="loss study: losses x seeds x data sets, cached -> report.md + plots"
-    )
-    p.add_argument("--config", required=True, help="study YAML (e.g. configs/study.yaml)")
-    p.add_argument("--quick", action="store_true", help="the study's quick section (minutes)")
-    p.add_argument(
-        "--report-only", action="store_true", help="train nothing; report the finished cells"
-    )
-    p.add_argument(
-        "--set", action="append", default=[], help="study key=value override (repeatable)"
-    )
-    p.add_argument("overrides", nargs="*", help="key=value overrides applied to every cell")
-    p.set_defaults(func=cmd_compare)
