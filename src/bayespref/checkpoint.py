@@ -241,7 +241,9 @@ def _tupled(value: Any) -> Any:
 
 def rng_state() -> dict:
     """Python's and NumPy's random states, JSON-able (torch's is saved as safetensors)."""
-    np_state = np.random.get_state()
+    # legacy=True is numpy's default: ("MT19937", keys (624,) uint32, pos, has_gauss, gauss)
+    np_state = np.random.get_state(legacy=True)
+    assert isinstance(np_state, tuple)  # a dict only for legacy=False or a non-MT19937 generator
     return {
         "python_rng": to_jsonable(random.getstate()),
         "numpy_rng": [np_state[0], np_state[1].tolist(), *np_state[2:]],
