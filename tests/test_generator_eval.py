@@ -1,5 +1,6 @@
 """evaluate-generator: hand-derived metrics, gold perplexity against a manual forward pass,
-context files, judges, and one tiny end-to-end run through the command line."""
+context files, judges, tiny end-to-end runs through the command line (flags, a YAML config
+with overrides), and the config's errors."""
 
 from __future__ import annotations
 

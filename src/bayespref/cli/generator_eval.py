@@ -58,7 +58,13 @@ def _dest(flag: str) -> str:
 def make_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Register ``evaluate-generator`` on ``subparsers``."""
     description = "Compare a calibrated generator with its base: judged utility, win rate, ..."
-    parser = subparsers.add_parser("evaluate-generator", help=description, description=description)
+    parser = subparsers.add_parser(
+        "evaluate-generator",
+        help=description,
+        description=description,
+        epilog="A flag overrides the config file; key=value overrides (after the flags) override "
+        "both. Former flags: " + ", ".join(f"{f} -> {k}" for f, k in REMOVED_FLAGS.items()),
+    )
     parser.add_argument("--config", help="YAML config (e.g. configs/evaluate-generator.yaml)")
     shortcut_help = {
         "--base": f"base generator: folder, Hub name or {', '.join(PACKAGED_GENERATORS)}",
@@ -67,6 +73,9 @@ def make_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--judge": "'oracle' or a preference-model run dir",
         "--output": "folder for eval.json and eval.md (default: <calibrated run>/eval)",
         "--limit": "evaluate on the first N contexts only",
+        "--rule": "a preference-model judge's rule",
+        "--decoding": "how both generators answer",
+        "--max-new-tokens": "longest answer, in tokens",
     }
     choices = {
         "--rule": ["expected-utility", "worst-class"],
@@ -78,7 +87,7 @@ def make_parser(subparsers: Any) -> argparse.ArgumentParser:
             dest=_dest(flag),
             type=int if flag in ("--max-new-tokens", "--limit") else str,
             choices=choices.get(flag),
-            help=f"{shortcut_help.get(flag, '')} (= {key}=...)".lstrip(),
+            help=f"{shortcut_help[flag]} (= {key}=...)",
         )
     for flag in REMOVED_FLAGS:  # parsed only to name the override that replaces them
         parser.add_argument(
