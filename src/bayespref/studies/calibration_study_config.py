@@ -30,6 +30,7 @@ from ..config import (
     to_dict,
 )
 from ..decoding import ANSWER_DECODING
+from .common import as_specs
 
 # Control calibrations: what the same run does without a preference model. ``mle-only`` trains on
 # the same contexts with the ranking and gold terms off (rank_weight = gold_weight = 0), so the
@@ -102,16 +103,9 @@ class CalibrationStudyConfig:
     controls: list = field_help(
         ["mle-only"], "control calibrations without a preference model (mle-only: gold MLE)"
     )
-    quick: dict | str | None = field_help(
-        None,
-        "--quick: keys replacing these, or a study file (applied by config.load_yaml, which "
-        "never passes it on: always null here)",
-    )
 
     def __post_init__(self):
-        self.tasks = [
-            t if isinstance(t, TaskSpec) else from_dict(TaskSpec, t, "tasks[]") for t in self.tasks
-        ]
+        self.tasks = as_specs(self.tasks, TaskSpec, "tasks[]")
         if not self.tasks:
             raise ConfigError("a calibration study needs at least one task")
         if not self.losses:

@@ -5,6 +5,7 @@
   and refuses a directory that holds a run of another config (:class:`StudyError`);
   :func:`run_unless_done` runs a step by that status and names the outcome
   (``cached`` | ``trained`` | ``resumed``, counted in :func:`empty_outcome`).
+- Study configs: :func:`as_specs` (a list section of mappings as spec dataclasses).
 - Records: :func:`save_study_record` (``study.yaml``), :func:`write_json` (atomic),
   :func:`sha256_json` / :func:`sha256_file` (cache keys), :func:`git_commit` (the report's
   commit), :func:`save_figure` (a plot file).
@@ -25,7 +26,7 @@ from typing import Any
 
 import yaml
 
-from ..config import to_dict
+from ..config import from_dict, to_dict
 
 # Config keys that do not change what a run computes (ignored when matching a cached run).
 COSMETIC_KEYS = ("progress", "tensorboard")
@@ -35,6 +36,16 @@ OUTCOMES = ("cached", "trained", "resumed")
 
 class StudyError(RuntimeError):
     """A study that cannot run as configured (e.g. a cached step with a different config)."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Study configs
+
+
+def as_specs(items: list, cls: type, key: str) -> list:
+    """Each item of a study's list section as a ``cls`` (a YAML mapping goes through
+    :func:`~bayespref.config.from_dict`, its errors naming ``key``)."""
+    return [item if isinstance(item, cls) else from_dict(cls, item, key) for item in items]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ import dataclasses
 from pathlib import Path
 
 from ..config import ConfigError, TrainConfig, field_help, from_dict, load_config, load_yaml
+from .common import as_specs
 
 # ---------------------------------------------------------------------------------------------
 # Configuration
@@ -88,24 +89,11 @@ class StudyConfig:
         None, "batch-size sensitivity: {loss, batch_sizes, normalisers, datasets, seeds}"
     )
     eval_batch_size: int = field_help(64, "batch size of the test and held-out forward passes")
-    quick: dict | str | None = field_help(
-        None,
-        "--quick: keys replacing the ones above, or the path of a whole quick study file "
-        "(applied by config.load_yaml, which never passes it on: always null here)",
-    )
 
     def __post_init__(self):
-        self.datasets = [
-            d if isinstance(d, DatasetSpec) else from_dict(DatasetSpec, d, "datasets[]")
-            for d in self.datasets
-        ]
-        self.variants = [
-            v if isinstance(v, VariantSpec) else from_dict(VariantSpec, v, "variants[]")
-            for v in self.variants
-        ]
-        self.rows = [
-            r if isinstance(r, RowSpec) else from_dict(RowSpec, r, "rows[]") for r in self.rows
-        ]
+        self.datasets = as_specs(self.datasets, DatasetSpec, "datasets[]")
+        self.variants = as_specs(self.variants, VariantSpec, "variants[]")
+        self.rows = as_specs(self.rows, RowSpec, "rows[]")
         if isinstance(self.batch_sweep, dict):
             self.batch_sweep = from_dict(BatchSweepSpec, self.batch_sweep, "batch_sweep")
         if not self.datasets:
