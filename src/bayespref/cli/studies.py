@@ -57,20 +57,31 @@ def cmd_calibration_study(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_study_arguments(
+    parser: argparse.ArgumentParser, example: str, quick: str, report_only: str, overrides: str
+) -> None:
+    """The options every study command takes (their help says what each study does)."""
+    parser.add_argument("--config", required=True, help=f"study YAML (e.g. {example})")
+    parser.add_argument("--quick", action="store_true", help=quick)
+    parser.add_argument("--report-only", action="store_true", help=report_only)
+    parser.add_argument(
+        "--set", action="append", default=[], help="study key=value override (repeatable)"
+    )
+    parser.add_argument("overrides", nargs="*", help=overrides)
+
+
 def make_parser(subparsers: Any) -> None:
     """Register ``compare`` and ``calibration-study`` on ``subparsers``."""
     p = subparsers.add_parser(
         "compare", help="loss study: losses x seeds x data sets, cached -> report.md + plots"
     )
-    p.add_argument("--config", required=True, help="study YAML (e.g. configs/study.yaml)")
-    p.add_argument("--quick", action="store_true", help="the study's quick section (minutes)")
-    p.add_argument(
-        "--report-only", action="store_true", help="train nothing; report the finished cells"
+    _add_study_arguments(
+        p,
+        example="configs/study.yaml",
+        quick="the study's quick section (minutes)",
+        report_only="train nothing; report the finished cells",
+        overrides="key=value overrides applied to every cell",
     )
-    p.add_argument(
-        "--set", action="append", default=[], help="study key=value override (repeatable)"
-    )
-    p.add_argument("overrides", nargs="*", help="key=value overrides applied to every cell")
     p.set_defaults(func=cmd_compare)
 
     description = (
@@ -78,15 +89,11 @@ def make_parser(subparsers: Any) -> None:
         "a generator is calibrated per loss and judged against the base -> report.md"
     )
     p = subparsers.add_parser("calibration-study", help=description, description=description)
-    p.add_argument(
-        "--config", required=True, help="study YAML (e.g. configs/calibration-study.yaml)"
+    _add_study_arguments(
+        p,
+        example="configs/calibration-study.yaml",
+        quick="the study's quick section",
+        report_only="train nothing; report finished steps",
+        overrides="key=value overrides of every preference model",
     )
-    p.add_argument("--quick", action="store_true", help="the study's quick section")
-    p.add_argument(
-        "--report-only", action="store_true", help="train nothing; report finished steps"
-    )
-    p.add_argument(
-        "--set", action="append", default=[], help="study key=value override (repeatable)"
-    )
-    p.add_argument("overrides", nargs="*", help="key=value overrides of every preference model")
     p.set_defaults(func=cmd_calibration_study)
