@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 
+from bayespref.cli.tables import format_table
 from bayespref.metrics import (
     METRICS,
     PROB_FLOOR,
@@ -16,7 +17,6 @@ from bayespref.metrics import (
     ece_hard,
     entropy_spearman,
     expected_calibration_error,
-    format_table,
     is_better,
     jsd_per_item,
     macro_f1,

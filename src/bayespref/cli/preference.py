@@ -6,10 +6,16 @@ import argparse
 import json
 from pathlib import Path
 
+import yaml
+
+from ..config import load_config
+from ..evaluation import evaluate_run
+from ..scoring import score_file
+from ..train import train
+from .tables import format_table
+
 
 def _parse_options(items: list[str] | None) -> dict:
-    import yaml
-
     options = {}
     for item in items or []:
         if "=" not in item:
@@ -20,10 +26,6 @@ def _parse_options(items: list[str] | None) -> dict:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .. import metrics
-    from ..config import load_config
-    from ..train import train
-
     overrides = list(args.overrides) + (["data.strict=true"] if args.strict else [])
     config = load_config(args.config, overrides)
     result = train(config, resume=args.resume)
@@ -35,15 +37,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         columns = {f"{config.loss.name}": result.best_metrics}
         if result.baseline_metrics:
             columns["train-mean predictor"] = result.baseline_metrics
-        print(metrics.format_table(columns))
+        print(format_table(columns))
     print(f"\nrun directory: {result.run_dir}")
     return 0
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from .. import metrics
-    from ..evaluation import evaluate_run
-
     out = evaluate_run(
         args.run,
         data=args.data,
@@ -57,7 +56,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if "constant" in out:
         columns["train-mean predictor"] = out["constant"]
     print(f"{out['data']} ({out['n']} items)")
-    print(metrics.format_table(columns))
+    print(format_table(columns))
     output = Path(args.output) if args.output else Path(args.run) / "eval" / _eval_name(args.data)
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(out, indent=2), encoding="utf-8")
@@ -70,8 +69,6 @@ def _eval_name(data: str | None) -> str:
 
 
 def cmd_score(args: argparse.Namespace) -> int:
-    from ..scoring import score_file
-
     n = score_file(
         args.run,
         args.input,
