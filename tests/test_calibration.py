@@ -12,6 +12,7 @@ from safetensors.torch import load_file
 
 from bayespref import calibration
 from bayespref.calibration import (
+    CalibrationConfig,
     CalibrationLossConfig,
     CandidateCacheError,
     EncodedExample,
@@ -22,18 +23,24 @@ from bayespref.calibration import (
     dedupe_and_rank,
     example_loss,
     gold_margin_loss,
-    load_calibration_config,
     margin_ranking_loss,
     read_candidates,
     sequence_scores,
     token_nll,
 )
-from bayespref.config import ConfigError
+from bayespref.calibration import forward as forward_module
+from bayespref.calibration import recipe as recipe_module
+from bayespref.calibration import search as search_module
+from bayespref.config import ConfigError, load_yaml
 from bayespref.data.contexts import convabuse_contexts, read_context_jsonl
 from bayespref.data.schema import DataError
-from bayespref.train import RunExistsError
+from bayespref.safety import RunExistsError
 
 FIXTURES = Path(__file__).parent / "fixtures" / "dbs"
+
+
+def load_calibration(path=None, overrides=()) -> CalibrationConfig:
+    return load_yaml(CalibrationConfig, path, list(overrides))
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: see conftest
@@ -185,13 +192,13 @@ def test_gold_mle_only_forwards_the_gold_reply_alone_with_the_full_paths_loss_an
     full_grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
 
     forwarded = []
-    real = calibration.continuation_logprobs
+    real = forward_module.continuation_logprobs
 
     def counting(model, context, continuations, **kwargs):
         forwarded.append(len(continuations))
         return real(model, context, continuations, **kwargs)
 
-    monkeypatch.setattr(calibration, "continuation_logprobs", counting)
+    monkeypatch.setattr(forward_module, "continuation_logprobs", counting)
     model.zero_grad(set_to_none=True)
     terms = example_loss(model, example, config, pad_token_id=2)
     terms["loss"].backward()
@@ -235,27 +242,47 @@ def test_dedupe_keeps_identical_texts_once_with_a_count_best_first():
 
 
 def test_config_overrides_and_validation():
-    config = load_calibration_config(
+    config = load_calibration(
         None, ["decoding.num_beams=6", "decoding.num_beam_groups=3", "loss.margin=0.01"]
     )
     assert config.decoding.num_beams == 6 and config.loss.margin == 0.01
     assert config.forward == "shared-context" and config.generator.name == "smollm2-135m-instruct"
     with pytest.raises(ConfigError, match="unknown config key"):
-        load_calibration_config(None, ["loss.margn=0.1"])
+        load_calibration(None, ["loss.margn=0.1"])
     with pytest.raises(ConfigError, match="divisible"):
-        load_calibration_config(None, ["decoding.num_beams=4", "decoding.num_beam_groups=3"])
+        load_calibration(None, ["decoding.num_beams=4", "decoding.num_beam_groups=3"])
     with pytest.raises(ConfigError, match="forward"):
-        load_calibration_config(None, ["forward=fast"])
+        load_calibration(None, ["forward=fast"])
     with pytest.raises(ConfigError, match="data.path"):
-        load_calibration_config(None, ["data.source=jsonl"])
+        load_calibration(None, ["data.source=jsonl"])
     with pytest.raises(ConfigError, match="scoring"):
-        load_calibration_config(None, ["loss.scoring=prob"])
+        load_calibration(None, ["loss.scoring=prob"])
+
+
+def test_config_shares_the_run_optim_peft_and_decoding_sections():
+    config = load_calibration()
+    # calibration's own defaults of the shared sections
+    assert (config.name, config.optim.lr, config.optim.batch_size) == ("calibrate", 1e-5, 2)
+    assert (config.optim.grad_accum, config.optim.weight_decay) == (4, 0.0)
+    assert (config.decoding.method, config.decoding.num_beams) == ("diverse-beam", 4)
+    assert (config.decoding.num_beam_groups, config.decoding.min_new_tokens) == (4, 10)
+    assert (
+        config.candidates is None and config.candidates_path == config.run_dir / "candidates.jsonl"
+    )
+    assert load_calibration(None, ["candidates=c.jsonl"]).candidates_path == Path("c.jsonl")
+    assert load_calibration(None, ["eval_every=0"]).eval_every == 0  # once per epoch
+    with pytest.raises(ConfigError, match="decoding.cache was moved: use candidates="):
+        load_calibration(None, ["decoding.cache=c.jsonl"])
+    with pytest.raises(ConfigError, match="decoding.method must be diverse-beam"):
+        load_calibration(None, ["decoding.method=greedy"])
+    with pytest.raises(ConfigError, match=r"peft.method must be none\|lora"):
+        load_calibration(None, ["peft.method=prefix"])
 
 
 def test_shipped_configs_load():
     root = Path(__file__).resolve().parents[1] / "configs"
     for name in ("calibrate-synthetic.yaml", "calibrate-convabuse.yaml"):
-        config = load_calibration_config(root / name)
+        config = load_calibration(root / name)
         assert config.scorer.run
 
 
@@ -391,7 +418,7 @@ def tiny_calibration(tmp_path: Path, generator: str, pm: str, *overrides: str):
         "decoding.max_new_tokens=6",
         "decoding.min_new_tokens=2",
         "decoding.batch_size=3",
-        f"decoding.cache={tmp_path / 'candidates.jsonl'}",
+        f"candidates={tmp_path / 'candidates.jsonl'}",
         "optim.batch_size=2",
         "optim.grad_accum=2",
         "optim.max_steps=4",
@@ -400,7 +427,7 @@ def tiny_calibration(tmp_path: Path, generator: str, pm: str, *overrides: str):
         "eval_every=2",
         "progress=false",
     ]
-    return load_calibration_config(None, base + list(overrides))
+    return load_calibration(None, base + list(overrides))
 
 
 def test_candidates_are_built_ranked_cached_and_resumed(
@@ -429,7 +456,7 @@ def test_candidates_are_built_ranked_cached_and_resumed(
     def no_search(*args, **kwargs):
         raise AssertionError("the cache should have been reused")
 
-    monkeypatch.setattr(calibration, "diverse_beam_search", no_search)
+    monkeypatch.setattr(search_module, "diverse_beam_search", no_search)
     assert build_candidates(config) == path
     monkeypatch.undo()
 
@@ -494,8 +521,8 @@ def test_calibrate_end_to_end_then_an_interrupted_run_resumes_to_the_same_weight
             raise KeyboardInterrupt
         return calibration_lr_at(step, *args)
 
-    calibration_lr_at = calibration.lr_at
-    monkeypatch.setattr(calibration, "lr_at", crash_at_step_3)
+    calibration_lr_at = recipe_module.lr_at
+    monkeypatch.setattr(recipe_module, "lr_at", crash_at_step_3)
     with pytest.raises(KeyboardInterrupt):
         calibrate(config)
     monkeypatch.undo()
@@ -550,7 +577,7 @@ def test_lora_calibration_saves_a_merged_plain_model(tmp_path, char_generator_di
 
 
 def test_cli_generate_and_bad_config(tmp_path, char_generator_dir, pm_run, capsys):
-    from bayespref.calibration import main
+    from bayespref.cli import main
 
     config = tiny_calibration(tmp_path, char_generator_dir, pm_run)
     path = tmp_path / "c.yaml"
@@ -582,7 +609,7 @@ def test_two_process_generate_writes_the_single_process_file(tmp_path, char_gene
             "generator.max_context_tokens=40", "generator.max_target_tokens=12", "data.n=10",
             "data.n_eval=2", f"scorer.run={pm_run}", "decoding.num_beams=4",
             "decoding.num_beam_groups=2", "decoding.max_new_tokens=6", "decoding.min_new_tokens=2",
-            "decoding.batch_size=3", f"decoding.cache={folder / 'candidates.jsonl'}",
+            "decoding.batch_size=3", f"candidates={folder / 'candidates.jsonl'}",
             "progress=false",
         ]  # fmt: skip
 

@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 import torch
 
-from bayespref.calibration import candidates_meta_path, read_candidates
+from bayespref.calibration.candidates import candidates_meta_path, read_candidates
+from bayespref.cli.export import make_parser
 from bayespref.data.schema import DataError
 from bayespref.export import (
     completion_text,
     export_pairs,
-    make_parser,
     make_reward_function,
     prompt_context,
     ranked_candidates,

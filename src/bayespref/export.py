@@ -1,8 +1,8 @@
 """Hand the preference model's judgement to TRL: DPO pairs and a GRPO/RLOO reward function.
 
 ``export_pairs`` reads a candidate file of the calibration pipeline with
-:func:`bayespref.calibration.read_candidates` (one JSON object per context, the settings in the
-sidecar ``<stem>.meta.json``)::
+:func:`bayespref.calibration.candidates.read_candidates` (one JSON object per context, the
+settings in the sidecar ``<stem>.meta.json``)::
 
     {"id", "context" (string or list of turns), "gold" (string or null),
      "candidates": [{"text", "score", "count"}, ...],   # ranked best first
@@ -41,7 +41,6 @@ signature ``reward(prompts, completions, **kwargs) -> list[float]``.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import math
@@ -51,8 +50,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .calibration import read_candidates
+from .calibration.candidates import read_candidates
 from .lm import chat_messages, plain_prompt
+from .model import PreferenceModel
 
 logger = logging.getLogger(__name__)
 
@@ -268,8 +268,6 @@ def make_reward_function(
     completions may be strings or conversational lists of message dicts. Extra keyword
     arguments (``completion_ids``, dataset columns, ...) are ignored.
     """
-    from .model import PreferenceModel
-
     if rule not in ("expected-utility", "worst-class"):
         raise ValueError(f"rule must be expected-utility or worst-class, got {rule!r}")
     model = PreferenceModel.from_run(run_dir, checkpoint=checkpoint)
@@ -289,58 +287,3 @@ def make_reward_function(
     reward.__name__ = "preference_model_" + rule.replace("-", "_")
     reward.model = model  # type: ignore[attr-defined]
     return reward
-
-
-# --------------------------------------------------------------------------------------------
-# Command line
-
-
-def make_parser(subparsers: Any = None) -> argparse.ArgumentParser:
-    """The ``export-pairs`` parser, added to ``subparsers`` when given (TRL style)."""
-    description = "Write DPO preference pairs (TRL format) from a calibration candidate cache."
-    if subparsers is not None:
-        parser = subparsers.add_parser("export-pairs", help=description, description=description)
-    else:
-        parser = argparse.ArgumentParser(prog="bayespref export-pairs", description=description)
-    parser.add_argument(
-        "--candidates", required=True, help="candidate JSONL (its <stem>.meta.json beside it)"
-    )
-    parser.add_argument("--output", required=True, help="pairs JSONL written")
-    parser.add_argument("--strategy", default="best-vs-worst", choices=STRATEGIES)
-    parser.add_argument(
-        "--min-margin",
-        type=float,
-        default=0.0,
-        help="skip candidate pairs whose score difference is below this (counted)",
-    )
-    parser.add_argument(
-        "--prompt-format",
-        default="text",
-        choices=PROMPT_FORMATS,
-        help="text: plain strings; conversational: lists of chat messages",
-    )
-    parser.set_defaults(func=main)
-    return parser
-
-
-def main(args: argparse.Namespace) -> int:
-    """Handler of ``bayespref export-pairs``."""
-    report = export_pairs(
-        args.candidates,
-        args.output,
-        strategy=args.strategy,
-        min_margin=args.min_margin,
-        prompt_format=args.prompt_format,
-    )
-    # the CLI handler reports its result (library code above only logs)
-    print(f"{report.summary()}\nwritten: {args.output}")  # noqa: T201
-    return 0
-
-
-if __name__ == "__main__":
-    import sys
-
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    sys.exit(main(make_parser().parse_args()))

@@ -16,8 +16,8 @@ import argparse
 import logging
 import sys
 
-from .. import __version__, calibration, export
-from . import generator_eval, preference, studies
+from .. import __version__
+from . import calibration, export, generator_eval, preference, studies
 from .errors import exit_code
 
 

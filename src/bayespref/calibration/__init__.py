@@ -1,0 +1,84 @@
+"""Calibrate a generator with a preference model (METHOD.md section 5; BRIO-style).
+
+Two halves, each a CLI subcommand (``bayespref generate`` and ``bayespref calibrate``):
+
+1. :func:`build_candidates` (:mod:`.search`): for every training context, ``K`` candidates
+   from diverse beam search (:mod:`bayespref.beam_search`), scored by a trained preference
+   model, sorted best to worst, identical texts kept once with a ``count``, written to the
+   candidate file (:mod:`.candidates`; a cache: reused, resumed, or refused when the settings
+   differ).
+2. :func:`calibrate` (:mod:`.recipe`): fine-tune the generator (fully or with LoRA) on
+   ``L = w_mle * NLL(gold) + w_rank * L_rank (+ w_gold * L_gold)`` (:mod:`.losses`, through
+   the teacher-forced forward of :mod:`.forward`) and write ``<run>/generator/``, loadable by
+   ``AutoModelForCausalLM.from_pretrained``.
+
+The modules, bottom to top: :mod:`.config` (what a run is configured with), :mod:`.losses`
+(pure functions), :mod:`.forward` (log-probabilities of continuations, one context's loss),
+:mod:`.contexts` (the training and held-out contexts), :mod:`.candidates` (the file format),
+:mod:`.search` (candidate search and rescoring), :mod:`.recipe` (the training run). Loading
+the generator, the prompt format and the gold NLL live in :mod:`bayespref.lm`.
+"""
+
+from .candidates import (
+    CANDIDATES_FORMAT,
+    CandidateCacheError,
+    candidate_row_problem,
+    candidates_meta_path,
+    dedupe_and_rank,
+    read_candidates,
+)
+from .config import (
+    SCORINGS,
+    CalibrationConfig,
+    CalibrationLossConfig,
+    ContextsConfig,
+    ScorerConfig,
+)
+from .contexts import load_contexts, split_contexts
+from .forward import (
+    EncodedExample,
+    continuation_logprobs,
+    encode_example,
+    example_loss,
+    pooled_gold_nll,
+)
+from .losses import (
+    calibration_loss,
+    gold_margin_loss,
+    margin_ranking_loss,
+    sequence_scores,
+    token_nll,
+)
+from .recipe import CalibrationResult, calibrate, save_generator
+from .search import build_candidates, rescore_candidates
+
+__all__ = [
+    "CANDIDATES_FORMAT",
+    "SCORINGS",
+    "CalibrationConfig",
+    "CalibrationLossConfig",
+    "CalibrationResult",
+    "CandidateCacheError",
+    "ContextsConfig",
+    "EncodedExample",
+    "ScorerConfig",
+    "build_candidates",
+    "calibrate",
+    "calibration_loss",
+    "candidate_row_problem",
+    "candidates_meta_path",
+    "continuation_logprobs",
+    "dedupe_and_rank",
+    "encode_example",
+    "example_loss",
+    "gold_margin_loss",
+    "load_contexts",
+    "margin_ranking_loss",
+    "pooled_gold_nll",
+    "read_candidates",
+    "rescore_candidates",
+    "save_generator",
+    "sequence_scores",
+    "split_contexts",
+    "token_nll",
+]
