@@ -133,6 +133,13 @@ class DiverseBeamConfig:
         return [self.eos_token_id]
 
     @property
+    def resolved_num_return_sequences(self) -> int:
+        """num_return_sequences, else num_beams (what ``__post_init__`` fills in)."""
+        if self.num_return_sequences is None:
+            return self.num_beams
+        return self.num_return_sequences
+
+    @property
     def resolved_pad_token_id(self) -> int | None:
         """pad_token_id, else the first eos id (what generate() falls back to)."""
         if self.pad_token_id is not None:
@@ -179,8 +186,8 @@ class DiverseBeamOutput:
     sequence_scores: (B * num_return_sequences,) float32, the length-penalised score of each row.
     """
 
-    sequences: torch.LongTensor
-    sequence_scores: torch.FloatTensor
+    sequences: torch.Tensor  # (B * num_return_sequences, T) long
+    sequence_scores: torch.Tensor  # (B * num_return_sequences,) float32
 
 
 class _FinishedHypotheses:
@@ -267,8 +274,8 @@ def _reorder_cache(cache: Any, rows: torch.Tensor) -> Any:
 
 def diverse_beam_search(
     model: torch.nn.Module,
-    input_ids: torch.LongTensor,
-    attention_mask: torch.LongTensor | None,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor | None,
     config: DiverseBeamConfig,
 ) -> DiverseBeamOutput:
     """Diverse beam search from left-padded prompts with a decoder-only Hugging Face LM.
@@ -310,7 +317,7 @@ def diverse_beam_search(
 
 def _search(
     model: torch.nn.Module,
-    input_ids: torch.LongTensor,
+    input_ids: torch.Tensor,
     attention_mask: torch.Tensor,
     config: DiverseBeamConfig,
 ) -> DiverseBeamOutput:
@@ -318,7 +325,7 @@ def _search(
     B, T0 = input_ids.shape
     K, G = config.num_beams, config.num_beam_groups
     S = K // G  # beams per group
-    R = config.num_return_sequences
+    R = config.resolved_num_return_sequences
     eos_ids = config.eos_token_ids
     eos_set = set(eos_ids)
     pad_id = config.resolved_pad_token_id

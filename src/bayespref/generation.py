@@ -58,7 +58,7 @@ def generate_candidates(
         out = diverse_beam_search(model, input_ids.to(device), attention_mask.to(device), config)
         logger.debug("diverse beam search: %d/%d contexts", start + len(chunk), len(contexts))
         new = out.sequences[:, input_ids.shape[1] :].tolist()  # (B*R, T_new)
-        R = config.num_return_sequences
+        R = config.resolved_num_return_sequences
         for b in range(len(chunk)):
             texts = []
             for tokens in new[b * R : (b + 1) * R]:
@@ -75,7 +75,7 @@ def encode_prompts(
     chat_template: bool = True,
     pad_token_id: int | None = None,
     max_context_tokens: int | None = None,
-) -> tuple[torch.LongTensor, torch.LongTensor]:
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Tokenise contexts (strings or lists of turns) into left-padded (input_ids,
     attention_mask), each (B, T), with the project's one prompt format
     (:func:`bayespref.lm.prompt_ids`: the chat template's own text carries any special tokens).

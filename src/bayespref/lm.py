@@ -219,7 +219,8 @@ def load_generator(spec: GeneratorConfig | str | os.PathLike, **overrides: Any) 
         logger.info("loading %s from %s (GGUF, ~20 s on a CPU)", gguf_file, path)
     start = time.perf_counter()
     tokenizer = AutoTokenizer.from_pretrained(path, **kwargs)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, config.dtype), **kwargs)
+    dtype = getattr(torch, config.dtype)
+    model: Any = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, **kwargs)
     logger.info("generator %s loaded in %.1f s", config.name, time.perf_counter() - start)
     if eos_token is None and config.chat_template and CHAT_TURN_END in tokenizer.get_vocab():
         eos_token = CHAT_TURN_END

@@ -18,7 +18,7 @@ import json
 import logging
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +34,7 @@ class CandidateCacheError(ConfigError):
     """A candidate file that does not belong to these settings, or is not in order."""
 
 
-def dedupe_and_rank(texts: Sequence[str], scores: Sequence[float]) -> list[dict]:
+def dedupe_and_rank(texts: Sequence[str], scores: Iterable[float]) -> list[dict]:
     """``[{"text", "score", "count"}]`` best first; identical texts kept once and counted
     (METHOD section 5 step 2). Equal scores keep the search's order (stable sort)."""
     merged: dict[str, dict] = {}

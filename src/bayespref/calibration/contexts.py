@@ -15,6 +15,7 @@ def load_contexts(data: ContextsConfig) -> list[dict]:
     """Rows ``{"id", "context", "gold"}`` from the configured source (see ContextsConfig)."""
     if data.source == "synthetic":
         return synthetic_contexts(data.n or 200, seed=data.seed)
+    assert data.path is not None  # ContextsConfig requires one for these sources
     if data.source == "jsonl":
         rows = read_context_jsonl(data.path, require_gold=True)
     else:

@@ -17,6 +17,7 @@ import logging
 import math
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -265,8 +266,11 @@ def _load_state(folder: Path, model, optimizer) -> int:
     return int(payload["step"])
 
 
-def save_generator(model: torch.nn.Module, tokenizer, folder: Path) -> Path:
-    """Write a plain Hugging Face folder (LoRA merged) that ``from_pretrained`` loads."""
+def save_generator(model: Any, tokenizer: Any, folder: Path) -> Path:
+    """Write a plain Hugging Face folder (LoRA merged) that ``from_pretrained`` loads.
+
+    ``model``: a transformers causal LM, or a peft model around one.
+    """
     if hasattr(model, "merge_and_unload"):
         model = model.merge_and_unload()
     # A GGUF-loaded model carries a quantizer and refuses save_pretrained; its weights are

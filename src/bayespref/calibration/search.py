@@ -118,13 +118,13 @@ def _build_candidates_sharded(config: CalibrationConfig, train_rows: list[dict])
     path = config.candidates_path
     lock = RunLock(config.run_dir) if state.is_main_process else nullcontext()
     with lock:
-        status = [None]
+        status: list[int | str | None] = [None]
         if state.is_main_process:  # check the cache; `write_candidates` with nothing to do
             status = [_prepare_candidate_cache(config, train_rows)]
-        status = broadcast_object_list(status)[0]
-        if status == "complete":
+        done_before = broadcast_object_list(status)[0]
+        if isinstance(done_before, str):  # "complete"
             return path
-        with state.split_between_processes(train_rows[status:]) as share:
+        with state.split_between_processes(train_rows[done_before:]) as share:
             part = path.with_name(f"{path.name}.part{state.process_index}")
             done = (
                 read_candidate_rows(part, tolerate_partial_last=True) if part.is_file() else ([], 0)
@@ -208,7 +208,7 @@ def write_candidates(
     path = config.candidates_path
     settings = _candidate_settings(config, train_rows)
     done = _prepare_candidate_cache(config, train_rows)
-    if done == "complete":
+    if isinstance(done, str):  # "complete"
         return path
     todo = train_rows[done:]
     if todo:
@@ -307,7 +307,7 @@ def _generate_into(path: Path, rows: list[dict], generator: Generator, scorer, c
     contexts at a time (each batch synced to disk: a crash loses at most the one searched)."""
     beam = beam_config(config.decoding, generator.eos_token_id, generator.pad_token_id)
     device = next(generator.model.parameters()).device
-    K = beam.num_return_sequences
+    K = beam.resolved_num_return_sequences
     bar = tqdm(total=len(rows), disable=not config.progress, desc="generate", unit="context")
     with path.open("ab") as fh:
         for start in range(0, len(rows), config.decoding.batch_size):
