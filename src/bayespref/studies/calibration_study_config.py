@@ -187,7 +187,8 @@ def _calibration_config(
         "generator": dict(study.generator),
         "data": dict(task.contexts),
         "scorer": {"run": scorer_run, "rule": task.rule},
-        "decoding": {**study.decoding, "cache": str(cache)},
+        "decoding": dict(study.decoding),
+        "candidates": str(cache),
         "progress": False,
     }
     return from_dict(CalibrationConfig, apply_overrides(data, study.calibration))
