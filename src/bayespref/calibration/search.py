@@ -50,8 +50,8 @@ def _candidate_settings(config: CalibrationConfig, train_rows: list[dict]) -> di
     path, gguf_file, eos = resolve_generator(config.generator)
     g = config.generator
     decoding = dataclasses.asdict(config.decoding)
-    # neither changes the search's output: batching, and a seed (the search is deterministic);
-    # the method is always diverse-beam (CalibrationConfig checks)
+    # left out, as none changes the candidates: the batching, a seed (the search is
+    # deterministic), the method (always diverse-beam: CalibrationConfig checks)
     for key in ("method", "batch_size", "seed"):
         decoding.pop(key)
     ids = "\n".join(r["id"] for r in train_rows)
