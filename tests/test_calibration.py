@@ -11,6 +11,7 @@ import torch
 from safetensors.torch import load_file
 
 from bayespref import calibration
+from bayespref import trainer as trainer_module
 from bayespref.calibration import (
     CalibrationConfig,
     CalibrationLossConfig,
@@ -29,7 +30,6 @@ from bayespref.calibration import (
     token_nll,
 )
 from bayespref.calibration import forward as forward_module
-from bayespref.calibration import recipe as recipe_module
 from bayespref.calibration import search as search_module
 from bayespref.config import ConfigError, load_yaml
 from bayespref.data.contexts import convabuse_contexts, read_context_jsonl
@@ -521,8 +521,8 @@ def test_calibrate_end_to_end_then_an_interrupted_run_resumes_to_the_same_weight
             raise KeyboardInterrupt
         return calibration_lr_at(step, *args)
 
-    calibration_lr_at = recipe_module.lr_at
-    monkeypatch.setattr(recipe_module, "lr_at", crash_at_step_3)
+    calibration_lr_at = trainer_module.lr_at
+    monkeypatch.setattr(trainer_module, "lr_at", crash_at_step_3)
     with pytest.raises(KeyboardInterrupt):
         calibrate(config)
     monkeypatch.undo()

@@ -32,7 +32,9 @@ def wrap_peft(model: torch.nn.Module, peft: PeftConfig, task: str) -> torch.nn.M
             task_type=task_type,
         )
     elif peft.method == "prefix" and task == "feature-extraction":
-        adapter = PrefixTuningConfig(num_virtual_tokens=peft.num_virtual_tokens, task_type=task_type)
+        adapter = PrefixTuningConfig(
+            num_virtual_tokens=peft.num_virtual_tokens, task_type=task_type
+        )
     else:
         raise ConfigError(f"peft.method={peft.method} is not available for a {task} model")
     return get_peft_model(model, adapter)

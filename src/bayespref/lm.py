@@ -244,7 +244,7 @@ def load_generator(spec: GeneratorConfig | str | os.PathLike, **overrides: Any) 
         if settings is not None:
             settings.eos_token_id = tokenizer.eos_token_id
             settings.pad_token_id = tokenizer.pad_token_id
-    model.to(_device(config.device))
+    model.to(resolve_device(config.device))
     model.eval()
     return Generator(
         model=model,
@@ -258,7 +258,8 @@ def load_generator(spec: GeneratorConfig | str | os.PathLike, **overrides: Any) 
     )
 
 
-def _device(name: str) -> torch.device:
+def resolve_device(name: str) -> torch.device:
+    """The torch device of a ``generator.device`` setting (``auto``: cuda when available)."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)

@@ -36,14 +36,6 @@ import matplotlib.pyplot as plt  # noqa: E402  (after the backend is chosen)
 
 logger = logging.getLogger(__name__)
 
-# Transitional names (removed once calibration and the studies run on bayespref.trainer):
-from .checkpoint import _tupled  # noqa: E402, F401
-from .checkpoint import to_jsonable as _jsonable  # noqa: E402, F401
-from .data.splits import load_split  # noqa: E402, F401
-from .safety import NonFiniteError, RunExistsError  # noqa: E402, F401
-from .trainer_utils import lr_at, micro_batch_indices  # noqa: E402, F401
-from .trainer_utils import truncate_metrics as _truncate_metrics  # noqa: E402, F401
-
 
 @dataclasses.dataclass
 class TrainResult:
@@ -205,8 +197,12 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
     baseline = constant_predictor_metrics(train_split.empirical, valid_split)
     if accelerator.is_main_process:
         run_dir = config.run_dir
-        plot_curves(run_dir / "metrics.jsonl", run_dir / "curves.png", config.loss.name,
-                    config.select_metric)
+        plot_curves(
+            run_dir / "metrics.jsonl",
+            run_dir / "curves.png",
+            config.loss.name,
+            config.select_metric,
+        )
         summary = {
             "best_step": state.best_step,
             "select_metric": config.select_metric,

@@ -107,7 +107,9 @@ def from_dict(cls: type, data: dict, path: str = "") -> Any:
             if value is not None and not isinstance(value, dict):
                 raise ConfigError(f"{key}: expected a mapping, got {value!r}")
             # a partial section keeps the recipe's own defaults for the keys it leaves out
-            kwargs[name] = from_dict(type(default), {**dataclasses.asdict(default), **(value or {})}, key)
+            kwargs[name] = from_dict(
+                type(default), {**dataclasses.asdict(default), **(value or {})}, key
+            )
         else:
             kwargs[name] = _check_value(key, f.type, value)
     try:

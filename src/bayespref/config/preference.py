@@ -15,7 +15,9 @@ from .shared import OptimConfig, PeftConfig, RunConfig
 
 @dataclasses.dataclass
 class DataConfig:
-    format: str = field_help("synthetic", "loader: native | lewidi | convabuse | mi | hf | synthetic")
+    format: str = field_help(
+        "synthetic", "loader: native | lewidi | convabuse | mi | hf | synthetic"
+    )
     train: str | dict | None = field_help(
         None,
         "training data: a file path, or a dict of loader options (synthetic: {n, seed, ...})",
@@ -57,8 +59,12 @@ class ModelConfig:
     pooling: str = field_help("response-mean", "response-mean | mean | cls")
     head_hidden: int | None = field_help(None, "MLP head width (default: encoder hidden size)")
     dropout: float = field_help(0.1, "dropout before each head layer")
-    max_length: int = field_help(128, "max tokens of context [SEP] response; context cut from the left")
-    trust_remote_code: bool = field_help(False, "allow code shipped with a model (off: never run it)")
+    max_length: int = field_help(
+        128, "max tokens of context [SEP] response; context cut from the left"
+    )
+    trust_remote_code: bool = field_help(
+        False, "allow code shipped with a model (off: never run it)"
+    )
     freeze_encoder: bool = field_help(
         False,
         "train the head only, on pooled encoder features computed once per item (fast on a CPU; "

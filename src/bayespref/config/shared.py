@@ -69,7 +69,9 @@ class PeftConfig:
 
     def __post_init__(self):
         if self.method not in PEFT_METHODS:
-            raise ConfigError(f"peft.method must be one of {'|'.join(PEFT_METHODS)}, got {self.method!r}")
+            raise ConfigError(
+                f"peft.method must be one of {'|'.join(PEFT_METHODS)}, got {self.method!r}"
+            )
         if self.r < 1 or self.num_virtual_tokens < 1:
             raise ConfigError("peft.r and peft.num_virtual_tokens must be >= 1")
         if not 0.0 <= self.dropout < 1.0:
