@@ -17,7 +17,9 @@ from pathlib import Path
 import numpy as np
 
 from ._common import JSON_ERRORS, json_problem, read_text, unique_keys
+from .convabuse import load_convabuse
 from .schema import DataError
+from .synthetic import make_synthetic_contexts
 
 logger = logging.getLogger(__name__)
 
@@ -85,8 +87,6 @@ def read_context_jsonl(path: str | os.PathLike, require_gold: bool = False) -> l
 def synthetic_contexts(n: int, seed: int = 0) -> list[dict]:
     """``n`` synthetic emotional-support contexts with a gold reply
     (:func:`~bayespref.data.synthetic.make_synthetic_contexts`)."""
-    from .synthetic import make_synthetic_contexts
-
     return [
         {"id": r["id"], "context": r["context"], "gold": r["gold"]}
         for r in make_synthetic_contexts(n, seed=seed)
@@ -99,8 +99,6 @@ def convabuse_contexts(path: str | os.PathLike) -> list[dict]:
     Only items whose annotators' majority found no abuse (severity 1 or 0 outnumbers
     -1/-2/-3; a tie counts as abuse) and that have a non-empty context and user turn.
     """
-    from .convabuse import load_convabuse
-
     dataset = load_convabuse(path, label_scheme="binary")
     rows = []
     for ex in dataset.examples:
