@@ -7,7 +7,10 @@ generator (``task="causal-lm"``: LoRA, merged into the saved model).
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 import torch
+from transformers import PreTrainedModel
 
 from .config import ConfigError, PeftConfig
 
@@ -23,6 +26,7 @@ def wrap_peft(model: torch.nn.Module, peft: PeftConfig, task: str) -> torch.nn.M
     from peft import LoraConfig, PrefixTuningConfig, TaskType, get_peft_model
 
     task_type = TaskType.FEATURE_EXTRACTION if task == "feature-extraction" else TaskType.CAUSAL_LM
+    adapter: Any
     if peft.method == "lora":
         adapter = LoraConfig(
             r=peft.r,
@@ -40,7 +44,7 @@ def wrap_peft(model: torch.nn.Module, peft: PeftConfig, task: str) -> torch.nn.M
     return get_peft_model(model, adapter)
 
 
-def base_model(model: torch.nn.Module) -> torch.nn.Module:
+def base_model(model: torch.nn.Module) -> PreTrainedModel:
     """The transformers model under a peft wrapper (or the model itself)."""
     get_base = getattr(model, "get_base_model", None)
-    return get_base() if callable(get_base) else model
+    return cast(PreTrainedModel, get_base() if callable(get_base) else model)

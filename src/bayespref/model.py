@@ -202,7 +202,7 @@ class PreferenceModel(nn.Module):
         if self.head_only:
             tensors = load_file(str(path))
             expected = {f"head.{k}" for k in self.head.state_dict()}
-            missing, unexpected = expected - set(tensors), set(tensors) - expected
+            missing, unexpected = sorted(expected - set(tensors)), sorted(set(tensors) - expected)
             if not missing and not unexpected:
                 self.head.load_state_dict({k[len("head.") :]: v for k, v in tensors.items()})
                 return
@@ -231,6 +231,8 @@ class PreferenceModel(nn.Module):
         outputs computed earlier (:meth:`pooled_features`), skip the encoder.
         """
         if features is None:
+            if input_ids is None or attention_mask is None:
+                raise ValueError("forward needs input_ids and attention_mask, or features")
             features = self.pooled_features(
                 input_ids, attention_mask, response_mask, token_type_ids
             )  # (B, H)
@@ -426,5 +428,5 @@ def _drop_pooler(encoder: nn.Module) -> nn.Module:
     ourselves, and a parameter that never gets a gradient leaves DDP's gradient bucket
     un-reduced, so processes would silently train on different gradients."""
     if isinstance(getattr(encoder, "pooler", None), nn.Module):
-        encoder.pooler = None
+        encoder.pooler = None  # type: ignore[assignment]  # nn.Module.__setattr__ accepts None
     return encoder

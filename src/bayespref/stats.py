@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 from scipy import stats as scipy_stats
 
 
@@ -37,7 +38,7 @@ def t_interval(values: Sequence[Any], confidence: float = 0.95) -> tuple[float, 
     return float(x.mean()), _half_width(x, confidence)
 
 
-def mean_t_interval(values: Sequence[float], level: float = 0.95) -> dict[str, float]:
+def mean_t_interval(values: ArrayLike, level: float = 0.95) -> dict[str, float]:
     """``{"mean", "low", "high", "n"}`` of the t-interval over all values (none dropped).
 
     The bounds are nan when ``n < 2``.
@@ -74,9 +75,9 @@ def wilson_interval(p: float, n: int, level: float = 0.95) -> tuple[float, float
 
 
 def paired_outcomes(
-    calibrated: Sequence[float],
-    base: Sequence[float],
-    same_text: Sequence[bool] | None = None,
+    calibrated: ArrayLike,
+    base: ArrayLike,
+    same_text: ArrayLike | None = None,
     tie_tolerance: float = 1e-6,
 ) -> np.ndarray:
     """Per item: 1 if calibrated wins, 0.5 for a tie, 0 if base wins.
@@ -96,7 +97,7 @@ def paired_outcomes(
     return out
 
 
-def win_rate(outcomes: Sequence[float], level: float = 0.95) -> dict[str, Any]:
+def win_rate(outcomes: ArrayLike, level: float = 0.95) -> dict[str, Any]:
     """Aggregate :func:`paired_outcomes`: rate, Wilson interval, wins / ties / losses."""
     x = np.asarray(outcomes, dtype=np.float64)
     n = int(x.size)

@@ -109,7 +109,12 @@ class PreferenceTask:
         self.ema = ema
         self.accelerator = accelerator
         self.num_items = len(train_split)
-        self.headline_metrics = ("loss", config.select_metric, "soft_ce", "accuracy")
+        self.headline_metrics: tuple[str, ...] = (
+            "loss",
+            config.select_metric,
+            "soft_ce",
+            "accuracy",
+        )
         gather = global_batch_gather(accelerator)
         self.train_objective = make_objective(config.loss, ema, training=True, gather=gather)
         self.eval_objective = make_objective(config.loss, ema, training=False)

@@ -117,14 +117,14 @@ class Task(Protocol):
     headline_metrics: tuple[str, ...]  # shown in the progress line after an evaluation
 
     def micro_batch(
-        self, model: torch.nn.Module, indices: np.ndarray, backward: Backward, accumulation: int
+        self, model: Any, indices: np.ndarray, backward: Backward, accumulation: int
     ) -> dict[str, float]:
         """Forward and backward one micro-batch; the loss backpropagated is the micro-batch
         mean divided by ``accumulation`` (micro-batches per optimiser step). Returns the logged
         terms (``"loss"`` among them), divided the same way; the trainer sums them per step."""
         ...
 
-    def evaluate(self, model: torch.nn.Module) -> dict[str, float] | None:
+    def evaluate(self, model: Any) -> dict[str, float] | None:
         """Held-out metrics (None: nothing to evaluate)."""
         ...
 
@@ -132,15 +132,15 @@ class Task(Protocol):
         """The ids of the items at ``indices`` (recorded for a non-finite step)."""
         ...
 
-    def save_weights(self, model: torch.nn.Module, folder: Path) -> None:
+    def save_weights(self, model: Any, folder: Path) -> None:
         """Write the trained weights into a checkpoint folder."""
         ...
 
-    def load_weights(self, model: torch.nn.Module, folder: Path) -> None:
+    def load_weights(self, model: Any, folder: Path) -> None:
         """Read the weights :meth:`save_weights` wrote."""
         ...
 
-    def save_best(self, model: torch.nn.Module, folder: Path) -> None:
+    def save_best(self, model: Any, folder: Path) -> None:
         """Write the selected model (only called when the trainer selects a best)."""
         ...
 
@@ -382,10 +382,12 @@ class Trainer:
         state.best_value, state.best_step = value, state.step
         state.best_metrics = dict(results)
 
+        best_metrics = state.best_metrics
+
         def write(folder: Path) -> None:
             task.save_best(model, folder)
             (folder / "metrics.json").write_text(
-                json.dumps({"step": state.best_step, **state.best_metrics}, indent=2),
+                json.dumps({"step": state.best_step, **best_metrics}, indent=2),
                 encoding="utf-8",
             )
 

@@ -58,7 +58,7 @@ class CalibrationTask:
     held-out gold NLL, and the trainable weights (LoRA: the adapters only)."""
 
     eval_split = "eval"
-    headline_metrics = ("gold_nll",)
+    headline_metrics: tuple[str, ...] = ("gold_nll",)
 
     def __init__(
         self,

@@ -18,9 +18,11 @@ import yaml
 def field_help(default: Any, help: str, **kwargs) -> Any:
     """A dataclass field with ``help`` text in its metadata (mutable defaults are copied)."""
     if isinstance(default, (dict, list)):
-        return dataclasses.field(
-            default_factory=lambda d=default: type(d)(d), metadata={"help": help}, **kwargs
-        )
+
+        def copy() -> Any:
+            return type(default)(default)
+
+        return dataclasses.field(default_factory=copy, metadata={"help": help}, **kwargs)
     return dataclasses.field(default=default, metadata={"help": help}, **kwargs)
 
 

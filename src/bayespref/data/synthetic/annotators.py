@@ -86,7 +86,7 @@ def simulate_annotations(
     from ``rng`` in a fixed order, so a seeded ``rng`` gives the same annotations every time.
     """
     n, num_classes = true_distributions.shape
-    num_annotators = rng.integers(min_annotators, max_annotators + 1, size=n)  # (N,)
+    num_annotators = np.asarray(rng.integers(min_annotators, max_annotators + 1, size=n))  # (N,)
     # Weighted sampling without replacement: top-k of log(activity) + Gumbel noise.
     log_activity = np.log([a.activity for a in pool])
     keys = log_activity[None, :] + rng.gumbel(size=(n, len(pool)))  # (N, P)
