@@ -100,36 +100,6 @@ def _assert_same_weights(a, b):
         torch.testing.assert_close(a[1][key], b[1][key], rtol=1e-5, atol=1e-6)
 
 
-def test_a_failed_save_keeps_the_previous_checkpoint_and_resume_matches(
-    tmp_path, tiny_encoder_dir, monkeypatch
-):
-    from bayespref import checkpoint as ckpt_module
-    from bayespref.checkpoint import CheckpointError, verify_manifest
-
-    reference = tiny(tmp_path, tiny_encoder_dir, "name=reference", "save_every=2")
-    train(reference)
-
-    config = tiny(tmp_path, tiny_encoder_dir, "save_every=2")
-    real_save = ckpt_module.save_optimizer
-    calls = {"n": 0}
-
-    def disk_full_on_second_save(optimizer, folder):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise OSError(28, "No space left on device")
-        real_save(optimizer, folder)
-
-    monkeypatch.setattr("bayespref.trainer.save_optimizer", disk_full_on_second_save)
-    with pytest.raises(CheckpointError, match="No space left.*step-00000002 is intact.*--resume"):
-        train(config)
-    ckpt = config.run_dir / "checkpoint"
-    assert sorted(p.name for p in ckpt.iterdir()) == ["best", "step-00000002"]  # no debris
-    verify_manifest(ckpt / "step-00000002")
-    monkeypatch.setattr("bayespref.trainer.save_optimizer", real_save)
-    train(config, resume=True)
-    _assert_same_weights(_final_weights(config.run_dir), _final_weights(reference.run_dir))
-
-
 def test_a_corrupted_checkpoint_is_detected_and_resume_falls_back(tmp_path, tiny_encoder_dir):
     from bayespref.checkpoint import CheckpointError, latest_checkpoint, verify_manifest
 

@@ -158,18 +158,29 @@ def _build_candidates_sharded(config: CalibrationConfig, train_rows: list[dict])
     return path
 
 
+def cached_meta(path: Path, settings: dict) -> dict | None:
+    """The sidecar of a cached candidate file built with ``settings`` (None: no cache yet);
+    a cache built with other settings is a :class:`CandidateCacheError` naming the difference."""
+    meta_path = candidates_meta_path(path)
+    if not (meta_path.is_file() and path.is_file()):
+        return None
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    if meta.get("settings") != settings:
+        raise CandidateCacheError(
+            f"{path} was built with other settings "
+            f"({settings_diff(meta.get('settings'), settings)}); delete it and "
+            f"{meta_path.name}, or set candidates to another file"
+        )
+    return meta
+
+
 def _prepare_candidate_cache(config: CalibrationConfig, train_rows: list[dict]) -> int | str:
     """Check or start the cache file: the number of contexts already in it, or "complete"."""
     path = config.candidates_path
     meta_path = candidates_meta_path(path)
     settings = _candidate_settings(config, train_rows)
-    if meta_path.is_file() and path.is_file():
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        if meta.get("settings") != settings:
-            raise CandidateCacheError(
-                f"{path} was built with other settings ({settings_diff(meta.get('settings'), settings)}); "
-                f"delete it and {meta_path.name}, or set candidates to another file"
-            )
+    meta = cached_meta(path, settings)
+    if meta is not None:
         done, complete = read_candidate_rows(path, tolerate_partial_last=True)
         if complete < path.stat().st_size:
             logger.warning("%s: dropping an incomplete last line (interrupted run)", path)
@@ -252,14 +263,9 @@ def rescore_candidates(config: CalibrationConfig, source: str | os.PathLike) -> 
         raise ConfigError("rescore_candidates needs scorer.run: a preference model run")
     train_rows, _ = split_contexts(load_contexts(config.data), config.data, config.seed)
     settings = _candidate_settings(config, train_rows)
-    path, meta_path = config.candidates_path, candidates_meta_path(config.candidates_path)
-    if meta_path.is_file() and path.is_file():
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        if meta.get("settings") != settings:
-            raise CandidateCacheError(
-                f"{path} was built with other settings ({settings_diff(meta.get('settings'), settings)})"
-                f"; delete it and {meta_path.name}"
-            )
+    path = config.candidates_path
+    meta = cached_meta(path, settings)
+    if meta is not None:
         if meta.get("complete"):
             logger.info("reusing re-scored candidates %s", path)
             return path
@@ -297,7 +303,7 @@ def rescore_candidates(config: CalibrationConfig, source: str | os.PathLike) -> 
         "num_unique": sum(r["num_unique"] for r in source_rows),
         "rescored_from": str(source),
     }
-    write_json_atomic(meta_path, meta)
+    write_json_atomic(candidates_meta_path(path), meta)
     logger.info("re-scored %d candidate lists from %s -> %s", len(source_rows), source, path)
     return path
 
