@@ -12,7 +12,9 @@ Layout of ``<run>/checkpoint/``::
 
 A checkpoint is written into a hidden temporary folder, every file flushed to disk, then the
 folder renamed into place: a reader sees either the whole checkpoint or none of it. A folder
-without a valid manifest is incomplete and ignored by :func:`latest_checkpoint`.
+without a valid manifest, or with a file that cannot be read, is skipped by
+:func:`latest_checkpoint`; only folders named ``step-<digits>`` are step checkpoints (a copy such
+as ``step-00000006.bak`` is ignored).
 """
 
 from __future__ import annotations
@@ -22,18 +24,21 @@ import json
 import logging
 import os
 import random
+import re
 import shutil
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 logger = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
 STEP_PREFIX = "step-"
+STEP_DIR = re.compile(rf"{STEP_PREFIX}([0-9]+)")  # a step checkpoint's folder name, in full
 
 
 class CheckpointError(RuntimeError):
@@ -83,7 +88,12 @@ def write_manifest(folder: Path) -> None:
 
 
 def verify_manifest(folder: Path) -> None:
-    """Raise :class:`CheckpointError` unless every file matches the manifest."""
+    """Raise :class:`CheckpointError` unless every file matches the manifest and can be read.
+
+    The checksums catch a truncated or altered file; the read check (every safetensors header
+    and JSON file parses) catches a wrong file whose checksums were recomputed, such as a file
+    of another format copied over ``model.safetensors``. Either way the error names the file.
+    """
     manifest = folder / MANIFEST
     if not manifest.is_file():
         raise CheckpointError(f"{folder}: incomplete checkpoint (no {MANIFEST})")
@@ -97,6 +107,21 @@ def verify_manifest(folder: Path) -> None:
             raise CheckpointError(f"{folder}: {name} is missing")
         if _sha256(path) != digest:
             raise CheckpointError(f"{folder}: {name} is corrupted (checksum mismatch)")
+        _check_readable(path, f"{folder}: {name}")
+
+
+def _check_readable(path: Path, where: str) -> None:
+    """Parse a safetensors header or a JSON file; a failure is a one-line CheckpointError."""
+    try:
+        if path.suffix == ".safetensors":
+            with safe_open(str(path), framework="pt") as fh:
+                fh.keys()
+        elif path.suffix == ".json":
+            json.loads(path.read_text(encoding="utf-8"))
+    except SafetensorError as err:
+        raise CheckpointError(f"{where} is not a readable safetensors file ({err})") from err
+    except ValueError as err:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise CheckpointError(f"{where} is not valid JSON ({err})") from err
 
 
 def atomic_write_dir(final: Path, write_fn) -> Path:
@@ -178,11 +203,22 @@ def load_optimizer(optimizer: torch.optim.Optimizer, folder: Path) -> None:
 
 
 def list_checkpoints(root: Path) -> list[Path]:
-    """Step checkpoints under ``root``, oldest first (complete or not)."""
+    """Step checkpoints under ``root``, oldest first (complete or not).
+
+    Only folders named ``step-<digits>`` count: anything else there (``best``, a hidden
+    temporary folder, a user's copy such as ``step-00000006.bak``) is not a step checkpoint,
+    so it is never resumed from nor pruned (logged at debug level).
+    """
     if not root.is_dir():
         return []
-    found = [p for p in root.iterdir() if p.is_dir() and p.name.startswith(STEP_PREFIX)]
-    return sorted(found, key=lambda p: int(p.name[len(STEP_PREFIX) :]))
+    found = []
+    for path in root.iterdir():
+        match = STEP_DIR.fullmatch(path.name)
+        if path.is_dir() and match is not None:
+            found.append((int(match.group(1)), path))
+        elif path.name != "best" and not path.name.startswith("."):
+            logger.debug("%s: not a step checkpoint (step-<digits>), ignored", path)
+    return [path for _, path in sorted(found)]
 
 
 def latest_checkpoint(root: Path, verify: bool = True) -> Path | None:

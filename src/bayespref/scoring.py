@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,7 @@ import torch
 from accelerate import PartialState
 from accelerate.utils import gather_object
 
+from .config import ConfigError
 from .data.schema import DataError
 from .model import PreferenceModel, score_distributions
 
@@ -57,6 +59,28 @@ def read_pairs(path: str | Path) -> list[dict]:
     return pairs
 
 
+def check_output_path(output_path: Path, input_path: Path) -> None:
+    """Refuse an output that would destroy something, before any work is done.
+
+    The output is written to ``<output>.tmp`` and then renamed over ``<output>``: an output that
+    is the input file would replace the pairs being scored, and a directory cannot be replaced
+    by a file (the rename fails after the whole scoring pass).
+    """
+    if output_path.is_dir():
+        raise ConfigError(
+            f"output {output_path} is a directory; give a file path such as "
+            f"{output_path / 'scored.jsonl'}"
+        )
+    same = output_path.resolve() == input_path.resolve()
+    if not same and output_path.exists() and input_path.exists():
+        same = os.path.samefile(output_path, input_path)  # a hard link, a bind mount
+    if same:
+        raise ConfigError(
+            f"output {output_path} is the input file; writing the scores there would replace "
+            f"the pairs: choose another output path (nothing was written)"
+        )
+
+
 def score_file(
     run: str | Path,
     input_path: str | Path,
@@ -73,6 +97,8 @@ def score_file(
     Under ``torchrun``/``accelerate launch`` each process scores a contiguous share of the pairs
     and the main process writes them all, in input order: the same file as one process writes.
     """
+    input_path, output_path = Path(input_path), Path(output_path)
+    check_output_path(output_path, input_path)
     state = PartialState(cpu=not torch.cuda.is_available())
     model = PreferenceModel.from_run(run, checkpoint=checkpoint).to(state.device)
     pairs = read_pairs(input_path)
@@ -97,17 +123,20 @@ def score_file(
     scores = score_distributions(q, space, rule)
     utility = score_distributions(q, space, "expected-utility")
     worst = -score_distributions(q, space, "worst-class")
-    output_path = Path(output_path)
     output_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = output_path.with_name(output_path.name + ".tmp")
-    with tmp.open("w", encoding="utf-8") as fh:
-        for i, pair in enumerate(pairs):
-            row = dict(pair)
-            row["probs"] = {name: float(q[i, l]) for l, name in enumerate(space.names)}
-            row["score"] = float(scores[i])
-            row["expected_utility"] = float(utility[i])
-            row["worst_class_prob"] = float(worst[i])
-            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
-    tmp.replace(output_path)
+    try:
+        with tmp.open("w", encoding="utf-8") as fh:
+            for i, pair in enumerate(pairs):
+                row = dict(pair)
+                row["probs"] = {name: float(q[i, l]) for l, name in enumerate(space.names)}
+                row["score"] = float(scores[i])
+                row["expected_utility"] = float(utility[i])
+                row["worst_class_prob"] = float(worst[i])
+                fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+        tmp.replace(output_path)
+    except BaseException:  # a full disk, an interrupt: no half-written file is left behind
+        tmp.unlink(missing_ok=True)
+        raise
     logger.info("scored %d pairs from %s into %s", len(pairs), input_path, output_path)
     return len(pairs)

@@ -99,7 +99,7 @@ class FitOutcome:
     total_steps: int
     steps_per_epoch: int
     last_eval: dict | None  # the evaluation at the last step (also when resumed at the end)
-    initial_eval: dict | None  # the evaluation before training (evaluate_at_start, not resumed)
+    initial_eval: dict | None  # the evaluation before training (evaluate_at_start; recorded)
     resumed_from: Path | None
 
 
@@ -235,7 +235,7 @@ class Trainer:
 
     def _resume_step(self) -> int:
         if self.resume_from is None:
-            return 0
+            return -1  # starting over: no earlier record is kept (step 0's evaluation neither)
         payload = json.loads((self.resume_from / TRAINER_STATE).read_text(encoding="utf-8"))
         return int(payload["trainer"]["step"])
 
@@ -262,7 +262,7 @@ class Trainer:
             param_groups(model, optim.weight_decay), lr=optim.lr, betas=tuple(optim.adam_betas)
         )
         state = TrainerState()
-        initial_eval = None
+        initial_eval = self._recorded_eval(0) if self.evaluate_at_start else None  # kept on resume
         if self.resume_from is not None:
             state = self._load_checkpoint(self.resume_from, model, optimizer, task)
             logger.info("resumed from %s (step %d)", self.resume_from, state.step)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+import os
 from pathlib import Path
 
 import yaml
 
-from ..config import load_config
+from ..config import ConfigError, load_config
 from ..evaluation import evaluate_run
 from ..scoring import score_file
 from ..train import train
@@ -42,7 +44,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+RUN_SPLIT_SOURCE = "validation split of the run"  # the source of an evaluation without --data
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    source = RUN_SPLIT_SOURCE if args.data is None else str(Path(args.data).resolve())
+    output = _eval_output(Path(args.run), args.data, source, args.output)  # checked before work
     out = evaluate_run(
         args.run,
         data=args.data,
@@ -52,20 +59,85 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         checkpoint=args.checkpoint,
         batch_size=args.batch_size,
     )
+    out = {**out, "source": source, "checkpoint": args.checkpoint}
     columns = {"model": out["model"]}
     if "constant" in out:
         columns["train-mean predictor"] = out["constant"]
     print(f"{out['data']} ({out['n']} items)")
     print(format_table(columns))
-    output = Path(args.output) if args.output else Path(args.run) / "eval" / _eval_name(args.data)
     output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(out, indent=2), encoding="utf-8")
+    tmp = output.with_name(output.name + ".tmp")
+    tmp.write_text(json.dumps(out, indent=2), encoding="utf-8")
+    tmp.replace(output)
     print(f"\nwritten: {output}")
     return 0
 
 
-def _eval_name(data: str | None) -> str:
-    return "valid.json" if data is None else f"{Path(data).stem}.json"
+def _eval_output(run_dir: Path, data: str | None, source: str, output: str | None) -> Path:
+    """Where an evaluation of ``source`` goes, never over the evaluation of another source.
+
+    By default ``<run>/eval/valid.json`` holds the run's own validation split and a data file
+    gets ``<stem>.json``; a name that is taken (``valid.json`` for a data file, or a file
+    written for another source) gets ``<stem>-<8 hex of the sha256 of the source>.json``, the
+    source being the data file's resolved path (or :data:`RUN_SPLIT_SOURCE`).
+    An explicit ``--output`` that holds another source's evaluation, or is the data file
+    itself, is refused.
+    """
+    if output is not None:
+        path = Path(output)
+        if path.is_dir():
+            raise ConfigError(f"--output {path} is a directory; give a JSON file path")
+        if (
+            data is not None
+            and path.exists()
+            and Path(data).exists()
+            and os.path.samefile(path, data)
+        ):
+            raise ConfigError(f"--output {path} is the --data file; choose another path")
+        recorded = _recorded_source(path)
+        if recorded not in (None, source):
+            raise ConfigError(
+                f"--output {path} already holds {_describe(recorded)}, not of {source}; choose "
+                f"another path or remove it"
+            )
+        return path
+    eval_dir = run_dir / "eval"
+    stem = "valid" if data is None else Path(data).stem
+    digest = hashlib.sha256(source.encode("utf-8")).hexdigest()[:8]
+    names = [stem, f"{stem}-{digest}"]
+    if data is not None and stem == "valid":
+        names = names[1:]  # valid.json is the run's own split's
+    for name in names:
+        path = eval_dir / f"{name}.json"
+        if _recorded_source(path) in (None, source):
+            return path
+    taken = eval_dir / f"{names[-1]}.json"
+    raise ConfigError(
+        f"{taken} already holds {_describe(_recorded_source(taken))}; pass --output to choose "
+        f"where the evaluation of {source} goes"
+    )
+
+
+def _recorded_source(path: Path) -> str | None:
+    """The data source an evaluation file records: None if there is no file, "" if it is not
+    an evaluation. Files written before ``source`` was recorded name their data in ``data``
+    (a path as given, resolved here)."""
+    if not path.exists():
+        return None
+    try:
+        recorded = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return ""
+    if not isinstance(recorded, dict) or not isinstance(recorded.get("data"), str):
+        return ""
+    if "source" in recorded:
+        return str(recorded["source"])
+    data = recorded["data"]
+    return data if data == RUN_SPLIT_SOURCE else str(Path(data).resolve())
+
+
+def _describe(recorded: str | None) -> str:
+    return f"the evaluation of {recorded}" if recorded else "a file that is not an evaluation"
 
 
 def cmd_score(args: argparse.Namespace) -> int:
