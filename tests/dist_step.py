@@ -1,49 +1,73 @@
 """One training step's per-example losses and gradients, for the data-parallel test.
 
-Run alone (one process, global batch B) or under ``accelerate launch --num_processes 2``
-(each process B/2); rank 0 writes the gathered per-example losses and the (DDP-averaged)
-gradients to a safetensors file.
+Run alone (one process, global batch B) or under torchrun with 2 processes (each B/2). The
+step goes through the recipe's own ``PreferenceTask.forward_backward``: ``--grad-accum``
+random micro-batches, pooled into one length-sorted forward when ``--pool``. Rank 0 writes
+the gathered per-example losses (micro-batch by micro-batch) and the (DDP-averaged) gradients
+to a safetensors file.
 """
 
 import argparse
 
 import torch
-from accelerate import Accelerator
 from safetensors.torch import save_file
 
-from bayespref.config import LossConfig, ModelConfig
+from bayespref.config import load_config
 from bayespref.data import load_dataset
-from bayespref.evaluation import encode_split, model_inputs
+from bayespref.evaluation import encode_split
 from bayespref.losses import MarginalEMA
 from bayespref.model import PreferenceModel
-from bayespref.train import global_batch_gather, make_objective
-from bayespref.trainer_utils import micro_batch_indices
+from bayespref.train import PreferenceTask
+from bayespref.trainer_utils import make_accelerator, micro_batch_indices
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--encoder", required=True)
 parser.add_argument("--batch-size", type=int, required=True)
+parser.add_argument("--grad-accum", type=int, default=1)
+parser.add_argument("--pool", action="store_true")
 parser.add_argument("--normaliser", default="batch")
 parser.add_argument("--output", required=True)
 args = parser.parse_args()
 
-accelerator = Accelerator(cpu=True)
+accelerator = make_accelerator(cpu=True)  # the recipe's own DDP settings
 torch.manual_seed(0)
+config = load_config(
+    None,
+    [
+        f"model.encoder={args.encoder}",
+        "model.dropout=0.0",
+        "loss.name=forward-kl",
+        f"loss.normaliser={args.normaliser}",
+        f"optim.batch_size={args.batch_size}",
+        f"optim.grad_accum={args.grad_accum}",
+        f"optim.pool_micro_batches={args.pool}",
+    ],
+)
 dataset = load_dataset("synthetic", n=48, seed=1)
-model = PreferenceModel.build(ModelConfig(encoder=args.encoder, dropout=0.0), dataset.label_space)
+model = PreferenceModel.build(config.model, dataset.label_space).eval()  # no dropout draws
 split = encode_split(model, dataset, alpha=0.1)
-loss_config = LossConfig(name="forward-kl", normaliser=args.normaliser)
 ema = MarginalEMA(3) if args.normaliser == "ema" else None
-objective = make_objective(loss_config, ema, training=True, gather=global_batch_gather(accelerator))
+task = PreferenceTask(config, split, split, ema, accelerator)
+recorded = []
+objective = task.train_objective
+
+
+def recording(logits, prior, labels):
+    losses = objective(logits, prior, labels)  # (B_local,)
+    recorded.append(accelerator.gather(losses.detach()))
+    return losses
+
+
+task.train_objective = recording
 model = accelerator.prepare(model)
 world, rank = accelerator.num_processes, accelerator.process_index
-indices = micro_batch_indices(0, len(split), args.batch_size, world, rank, seed=0)
-batch = split.batch(indices)
-logits = model(**model_inputs(batch, accelerator.device))
-losses = objective(logits, batch["prior"], batch["labels"])  # (B_local,)
-accelerator.backward(losses.mean())
-all_losses = accelerator.gather(losses.detach())
+micro_batches = [
+    micro_batch_indices(m, len(split), args.batch_size, world, rank, seed=0)
+    for m in range(args.grad_accum)
+]
+task.forward_backward(model, micro_batches, accelerator.backward)
 if accelerator.is_main_process:
-    out = {"losses": all_losses.contiguous()}
+    out = {"losses": torch.cat(recorded).contiguous()}
     if ema is not None:
         out["ema_m"] = ema.state_dict()["m"]
     for name, param in accelerator.unwrap_model(model).named_parameters():

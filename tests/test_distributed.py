@@ -25,15 +25,18 @@ def _run(cmd: list[str]) -> None:
 
 
 @pytest.mark.skipif(TORCHRUN is None, reason="torchrun not found beside the Python interpreter")
-@pytest.mark.parametrize("normaliser", ["batch", "ema"])
+@pytest.mark.parametrize(
+    ("normaliser", "accumulation"),
+    [("batch", []), ("ema", []), ("batch", ["--grad-accum", "2", "--pool"])],
+)
 def test_two_processes_match_one_process_on_the_global_batch(
-    tmp_path, tiny_encoder_dir, normaliser
+    tmp_path, tiny_encoder_dir, normaliser, accumulation
 ):
     """The batch normaliser (and the EMA's batch mean) must see the global batch, with the
     gradient reaching every process's share: same per-example losses and the same averaged
-    gradients, hence the same update. (On CPU, launch with torchrun: `accelerate launch --cpu`
-    starts a single process.)"""
-    common = ["--encoder", tiny_encoder_dir, "--normaliser", normaliser]
+    gradients, hence the same update; also with two micro-batches pooled into one forward.
+    (On CPU, launch with torchrun: `accelerate launch --cpu` starts a single process.)"""
+    common = ["--encoder", tiny_encoder_dir, "--normaliser", normaliser, *accumulation]
     one, two = tmp_path / "one.safetensors", tmp_path / "two.safetensors"
     _run([sys.executable, str(STEP_SCRIPT), *common, "--batch-size", "16", "--output", str(one)])
     _run(
@@ -51,7 +54,7 @@ def test_two_processes_match_one_process_on_the_global_batch(
     )
     single, parallel = load_file(str(one)), load_file(str(two))
     assert single.keys() == parallel.keys()
-    assert single["losses"].shape == (16,)
+    assert single["losses"].shape == (16 * (2 if accumulation else 1),)
     assert sum(k.startswith("grad.") for k in single) > 10
     for key in single:
         torch.testing.assert_close(parallel[key], single[key], rtol=1e-5, atol=1e-6, msg=key)

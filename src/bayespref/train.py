@@ -115,24 +115,45 @@ class PreferenceTask:
             "soft_ce",
             "accuracy",
         )
+        # bars of feature encoding and evaluation: on a terminal (None), never with progress=false
+        self.progress = None if config.progress and accelerator.is_main_process else False
         gather = global_batch_gather(accelerator)
         self.train_objective = make_objective(config.loss, ema, training=True, gather=gather)
         self.eval_objective = make_objective(config.loss, ema, training=False)
 
-    def micro_batch(
-        self, model: torch.nn.Module, indices: np.ndarray, backward: Backward, accumulation: int
+    def forward_backward(
+        self, model: torch.nn.Module, micro_batches: list[np.ndarray], backward: Backward
     ) -> dict[str, float]:
-        batch = self.train_split.batch(indices)
+        """The step's random micro-batches, pooled (``optim.pool_micro_batches``) or one at a
+        time: a pool's items are forwarded together in length-sorted chunks (large chunks run
+        at the hardware's pace), then each micro-batch's loss is computed from its own rows of
+        the pooled logits, so every normaliser still sees one seeded random micro-batch. One
+        backward of the summed losses gives the gradients of backpropagating them one by one
+        (to float rounding); the pool keeps all its activations until then."""
+        accumulation = len(micro_batches)
+        pooled = self.config.optim.pool_micro_batches
+        groups = [micro_batches] if pooled else [[indices] for indices in micro_batches]
         device = self.accelerator.device
         waste = self.config.optim.max_padding_waste
-        with self.accelerator.autocast():  # a random batch, forwarded in length-sorted chunks
-            logits = forward_in_chunks(model, batch, device, waste)  # (B, C)
-        losses = self.train_objective(
-            logits.float(), batch["prior"].to(device), batch["labels"].to(device)
-        )  # (B,)
-        loss = losses.mean() / accumulation
-        backward(loss)
-        return {"loss": float(loss.detach())}
+        logged = 0.0
+        for group in groups:
+            batch = self.train_split.batch(np.concatenate(group))
+            with self.accelerator.autocast():  # random items, forwarded in length-sorted chunks
+                logits = forward_in_chunks(model, batch, device, waste)  # (sum of B, C)
+            loss = torch.zeros((), device=device)
+            start = 0
+            for indices in group:  # each micro-batch's loss over its own rows: (B,)
+                rows = slice(start, start + len(indices))
+                start += len(indices)
+                losses = self.train_objective(
+                    logits[rows].float(),
+                    batch["prior"][rows].to(device),
+                    batch["labels"][rows].to(device),
+                )
+                loss = loss + losses.mean() / accumulation
+            backward(loss)
+            logged += float(loss.detach())
+        return {"loss": logged}
 
     def evaluate(self, model: torch.nn.Module) -> dict[str, float]:
         results, _ = evaluate_split(
@@ -141,6 +162,7 @@ class PreferenceTask:
             batch_size=self.config.eval_batch_size,
             objective=self.eval_objective,
             objective_batch_size=self.config.optim.batch_size,
+            progress=self.progress,
         )
         return results
 
@@ -185,8 +207,9 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
         train_set, valid_set = load_train_valid(config.data, config.seed)
         model = PreferenceModel.build(config.model, train_set.label_space, config.peft)
         prior = training_prior(train_set, config.data)
-        train_split = encode_split(model, train_set, config.data.alpha, "train", prior=prior)
-        valid_split = encode_split(model, valid_set, config.data.alpha, "valid")
+        bars = None if config.progress and accelerator.is_main_process else False
+        train_split = encode_split(model, train_set, config.data.alpha, "train", prior, bars)
+        valid_split = encode_split(model, valid_set, config.data.alpha, "valid", progress=bars)
         if accelerator.is_main_process:
             write_data_stats(config.run_dir, train_split, valid_split, train_set, valid_set)
         ema = None

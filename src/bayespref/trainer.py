@@ -66,6 +66,7 @@ from .safety import (
 from .trainer_utils import (
     append_jsonl,
     is_improvement,
+    log_tensorboard,
     lr_at,
     micro_batch_indices,
     param_groups,
@@ -116,12 +117,13 @@ class Task(Protocol):
     eval_split: str  # the ``split`` of evaluation records in metrics.jsonl ("valid", "eval")
     headline_metrics: tuple[str, ...]  # shown in the progress line after an evaluation
 
-    def micro_batch(
-        self, model: Any, indices: np.ndarray, backward: Backward, accumulation: int
+    def forward_backward(
+        self, model: Any, micro_batches: list[np.ndarray], backward: Backward
     ) -> dict[str, float]:
-        """Forward and backward one micro-batch; the loss backpropagated is the micro-batch
-        mean divided by ``accumulation`` (micro-batches per optimiser step). Returns the logged
-        terms (``"loss"`` among them), divided the same way; the trainer sums them per step."""
+        """Forward and backward the micro-batches of one optimiser step (each a seeded random
+        sample of item indices); the gradient is that of the mean over micro-batches of each
+        micro-batch's mean loss. How the work is grouped is the task's (one micro-batch at a
+        time, or pooled). Returns the logged terms of the step (``"loss"`` among them)."""
         ...
 
     def evaluate(self, model: Any) -> dict[str, float] | None:
@@ -253,6 +255,8 @@ class Trainer:
                 f"{optim.batch_size * world} (optim.batch_size x processes)"
             )
         steps_per_epoch = max(1, micro_per_epoch // optim.grad_accum)
+        if (spans := optim.grad_accum / micro_per_epoch) > 1:  # grad_accum=1000 on 40 items
+            logger.warning("one optimiser step spans %.1f epochs: lower optim.grad_accum", spans)
         total_steps = optim.max_steps or max(1, math.ceil(optim.epochs * steps_per_epoch))
         warmup_steps = int(optim.warmup_ratio * total_steps)
         eval_every = config.eval_every or steps_per_epoch
@@ -284,9 +288,8 @@ class Trainer:
         while state.step < total_steps:
             step_start = time.perf_counter()
             task_state_before = task.state_dict()  # restored if the step is not applied
-            logged: dict[str, float] = {}
-            for micro in range(optim.grad_accum):
-                indices = micro_batch_indices(
+            micro_batches = [
+                micro_batch_indices(
                     state.step * optim.grad_accum + micro,
                     task.num_items,
                     optim.batch_size,
@@ -294,9 +297,9 @@ class Trainer:
                     rank,
                     config.seed,
                 )
-                terms = task.micro_batch(model, indices, accelerator.backward, optim.grad_accum)
-                for key, value in terms.items():
-                    logged[key] = logged.get(key, 0.0) + value
+                for micro in range(optim.grad_accum)
+            ]
+            logged = task.forward_backward(model, micro_batches, accelerator.backward)
             max_norm = optim.max_grad_norm if optim.max_grad_norm is not None else math.inf
             grad_norm = float(accelerator.clip_grad_norm_(model.parameters(), max_norm))
             lr = lr_at(state.step, total_steps, warmup_steps, optim.lr)
@@ -319,7 +322,7 @@ class Trainer:
                 record["grad_norm"] = grad_norm
                 append_jsonl(self.metrics_file, record)
                 if tensorboard is not None:
-                    _log_tensorboard(tensorboard, "train", record)
+                    log_tensorboard(tensorboard, "train", record)
 
             is_last = state.step == total_steps
             if state.step % eval_every == 0 or is_last:
@@ -357,7 +360,7 @@ class Trainer:
         record = {"step": step, "split": self._task.eval_split, **results}
         append_jsonl(self.metrics_file, record)
         if tensorboard is not None:
-            _log_tensorboard(tensorboard, self._task.eval_split, record)
+            log_tensorboard(tensorboard, self._task.eval_split, record)
         names = dict.fromkeys(self._task.headline_metrics)  # ordered, without repeats
         shown = ", ".join(f"{k}={results[k]:.4f}" for k in names if k in results)
         message = f"step {step}: {shown}"
@@ -491,9 +494,3 @@ def _previous_text(previous: Path | None) -> str:
     if previous is None:
         return "no earlier checkpoint exists"
     return f"the previous checkpoint {previous} is intact (its checksums verify)"
-
-
-def _log_tensorboard(writer: Any, split: str, record: dict) -> None:
-    for key, value in record.items():
-        if key != "step" and isinstance(value, (int, float)) and value == value:
-            writer.add_scalar(f"{split}/{key}", value, record["step"])

@@ -11,10 +11,11 @@ import json
 import os
 import random
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
-from accelerate import Accelerator
+from accelerate import Accelerator, DistributedDataParallelKwargs
 
 from . import metrics as metrics_lib
 
@@ -56,12 +57,16 @@ def make_accelerator(mixed_precision: str = "no", cpu: bool = False) -> Accelera
     ``accelerate launch`` / ``torchrun``.
 
     Under torchrun on a machine without CUDA, accelerate only sets up the (gloo) process group
-    when told to run on the CPU; alone, it picks the device itself.
+    when told to run on the CPU; alone, it picks the device itself. DDP does not broadcast
+    buffers before each forward: a micro-batch is forwarded in length-sorted chunks whose
+    number differs between processes, so a per-forward broadcast (a collective) would leave
+    them waiting on each other; the encoders' buffers (position ids) are constants anyway.
     """
     multi_process = int(os.environ.get("WORLD_SIZE", "1")) > 1
     return Accelerator(
         mixed_precision=mixed_precision,
         cpu=cpu or (multi_process and not torch.cuda.is_available()),
+        kwargs_handlers=[DistributedDataParallelKwargs(broadcast_buffers=False)],
     )
 
 
@@ -123,3 +128,10 @@ def truncate_metrics(path: Path, last_step: int) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
     tmp.replace(path)
+
+
+def log_tensorboard(writer: Any, split: str, record: dict) -> None:
+    """Write a metrics record's numbers as TensorBoard scalars under ``<split>/``."""
+    for key, value in record.items():
+        if key != "step" and isinstance(value, (int, float)) and value == value:
+            writer.add_scalar(f"{split}/{key}", value, record["step"])

@@ -75,18 +75,23 @@ class CalibrationTask:
         self.pad_token_id = pad_token_id
         self.num_items = len(examples)
 
-    def micro_batch(
-        self, model: torch.nn.Module, indices: np.ndarray, backward: Backward, accumulation: int
+    def forward_backward(
+        self, model: torch.nn.Module, micro_batches: list[np.ndarray], backward: Backward
     ) -> dict[str, float]:
         totals = dict.fromkeys(("loss", "rank", "mle", "gold"), 0.0)
-        scale = self.config.optim.batch_size * accumulation
-        for i in indices:  # one context at a time: gold + K candidates share its forward
-            terms = example_loss(
-                model, self.examples[i], self.config.loss, self.pad_token_id, self.config.forward
-            )
-            backward(terms["loss"] / scale)
-            for key, value in terms.items():
-                totals[key] += float(value.detach()) / scale
+        scale = self.config.optim.batch_size * len(micro_batches)
+        for indices in micro_batches:
+            for i in indices:  # one context at a time: gold + K candidates share its forward
+                terms = example_loss(
+                    model,
+                    self.examples[i],
+                    self.config.loss,
+                    self.pad_token_id,
+                    self.config.forward,
+                )
+                backward(terms["loss"] / scale)  # activations freed context by context
+                for key, value in terms.items():
+                    totals[key] += float(value.detach()) / scale
         return totals
 
     def evaluate(self, model: torch.nn.Module) -> dict[str, float] | None:

@@ -117,6 +117,12 @@ class PreferenceOptimConfig(OptimConfig):
         "forward each random micro-batch in length-sorted chunks whose padded/real token ratio "
         "stays within this (the loss still sees the whole random batch); null: one padded pass",
     )
+    pool_micro_batches: bool = field_help(
+        True,
+        "forward the grad_accum micro-batches of an optimiser step together, as one "
+        "length-sorted pool (larger chunks, same losses and gradients; the pool's activations "
+        "are held at once: set false to hold one micro-batch's)",
+    )
 
     def __post_init__(self):
         super().__post_init__()
