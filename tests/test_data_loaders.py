@@ -370,7 +370,7 @@ def test_hf_save_to_disk(tmp_path):
     )
     data.save_to_disk(str(tmp_path / "ds"))
     (tmp_path / "ds" / "meta.json").write_text(
-        json.dumps({"classes": ["bad", "ok", "good"], "utilities": [-1, 0, 1]})
+        json.dumps({"names": ["bad", "ok", "good"], "utilities": [-1, 0, 1]})
     )
     ds = load_hf(tmp_path / "ds", columns={"id": "uid", "response": "reply", "labels": "votes"})
     np.testing.assert_array_equal(ds.counts(), [[1, 0, 1], [0, 1, 0]])
@@ -388,7 +388,7 @@ def test_hf_data_file_with_counts_and_dataset_dict(tmp_path):
         + "\n",
         encoding="utf-8",
     )
-    space = {"classes": ["bad", "ok", "good"], "utilities": [-1, 0, 1]}
+    space = {"names": ["bad", "ok", "good"], "utilities": [-1, 0, 1]}
     columns = {"context": "history", "response": "reply", "counts": "c"}
     ds = load_hf(path, columns=columns, label_space=space)
     assert ds[0].context == ["hi", "I lost my job"] and ds[0].id == "votes.jsonl:1"

@@ -11,7 +11,7 @@ from bayespref.data import DataError, LabelSpace, load_dataset, load_native
 SPACE = LabelSpace(
     names=("bad", "ok", "good"), utilities=(-1.0, 0.0, 1.0), aliases=(("meh", "ok"),)
 )
-SPACE_CONFIG = {"classes": ["bad", "ok", "good"], "utilities": [-1, 0, 1], "aliases": {"meh": "ok"}}
+SPACE_CONFIG = {"names": ["bad", "ok", "good"], "utilities": [-1, 0, 1], "aliases": {"meh": "ok"}}
 
 
 def write(path, text: str):
@@ -95,7 +95,7 @@ def test_csv_count_columns(tmp_path):
 
 def test_label_space_from_sidecar(tmp_path):
     path = jsonl(tmp_path / "train.jsonl", {"response": "r", "labels": ["good"]})
-    write(tmp_path / "meta.json", json.dumps({"classes": ["x", "good"], "utilities": [0, 1]}))
+    write(tmp_path / "meta.json", json.dumps({"names": ["x", "good"], "utilities": [0, 1]}))
     assert load_native(path).label_space.names == ("x", "good")
     write(tmp_path / "train.meta.json", json.dumps(SPACE_CONFIG))  # the stem's file wins
     ds = load_native(path)

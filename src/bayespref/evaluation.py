@@ -16,11 +16,12 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import Tensor
+from tqdm.auto import tqdm
 
 from . import metrics as metrics_lib
 from .config import load_config
 from .data.priors import empirical_distribution, majority_label, smoothed_prior
-from .data.schema import AnnotatedDataset
+from .data.schema import AnnotatedDataset, require_same_classes
 from .data.splits import load_split, load_train_valid
 from .features import compute_features
 from .model import PreferenceModel, collate_encoded, encode_pair
@@ -70,6 +71,7 @@ def encode_split(
     alpha: float,
     name: str | None = None,
     prior: np.ndarray | None = None,
+    progress: bool | None = None,
 ) -> EncodedSplit:
     """Encode ``dataset``; ``prior`` (N, C) replaces the smoothed count prior when given
     (e.g. a Dawid-Skene prior); the evaluation targets always come from the raw counts.
@@ -89,7 +91,7 @@ def encode_split(
     features = None
     if model.head_only:
         features = compute_features(
-            model, items, pad_token_id, cache_dir=model.config.feature_cache
+            model, items, pad_token_id, cache_dir=model.config.feature_cache, progress=progress
         )
     return EncodedSplit(
         name=name or dataset.name,
@@ -114,7 +116,9 @@ def model_inputs(batch: dict[str, Tensor], device) -> dict[str, Tensor]:
 
 
 @torch.no_grad()
-def predict_logits(model, split: EncodedSplit, batch_size: int, device=None) -> Tensor:
+def predict_logits(
+    model, split: EncodedSplit, batch_size: int, device=None, progress: bool | None = None
+) -> Tensor:
     """Logits (N, C), float32 on the CPU, in dataset order.
 
     Runs in eval mode (restoring the previous mode): no dropout, so an item's logits do not
@@ -127,7 +131,9 @@ def predict_logits(model, split: EncodedSplit, batch_size: int, device=None) -> 
     order = np.argsort([-len(item["input_ids"]) for item in split.items], kind="stable")
     try:
         out = []
-        for start in range(0, len(split), batch_size):
+        starts = range(0, len(split), batch_size)
+        hide = None if progress is None else not progress  # None: a bar on a terminal only
+        for start in tqdm(starts, desc="evaluate", unit="batch", disable=hide, leave=False):
             indices = order[start : start + batch_size]
             out.append(model(**model_inputs(split.batch(indices), device)).float().cpu())
     finally:
@@ -189,13 +195,14 @@ def evaluate_split(
     batch_size: int = 64,
     objective: Callable[[Tensor, Tensor, Tensor], Tensor] | None = None,
     objective_batch_size: int | None = None,
+    progress: bool | None = None,
 ) -> tuple[dict[str, float], np.ndarray]:
     """Every METHOD section 6 metric (plus ``loss`` if ``objective``); returns (metrics, q).
 
     ``objective(logits, prior, labels) -> (B,)`` is the training loss in evaluation mode; it
     reuses the one forward pass over the split.
     """
-    logits = predict_logits(model, split, batch_size)
+    logits = predict_logits(model, split, batch_size, progress=progress)
     q = torch.softmax(logits, dim=-1).numpy()
     results = metrics_lib.compute_metrics(
         q, split.empirical, split.labels, true_distribution=split.true_distribution
@@ -248,11 +255,7 @@ def evaluate_run(
         dataset = load_split(data_config, data, "eval")
         described = str(data)
     model = PreferenceModel.from_run(run_dir, checkpoint=checkpoint)
-    if dataset.label_space.names != model.label_space.names:
-        raise ValueError(
-            f"the data's classes {list(dataset.label_space.names)} differ from the model's "
-            f"{list(model.label_space.names)}"
-        )
+    require_same_classes(dataset.label_space, model.label_space, described)
     split = encode_split(model, dataset, config.data.alpha)
     results, _ = evaluate_split(model, split, batch_size=batch_size)
     out = {"data": described, "n": len(split), "model": results}

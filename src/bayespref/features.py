@@ -96,13 +96,15 @@ def compute_features(
     pad_token_id: int,
     batch_size: int = 64,
     cache_dir: str | os.PathLike | None = None,
-    progress: bool = False,
+    progress: bool | None = None,
 ) -> np.ndarray:
     """Pooled encoder features (N, H) float32 of encoded items, in item order.
 
     Items missing from the cache run through the encoder in eval mode, longest first in
     batches of similar length (inference only: the batch composition cannot bias anything
-    here, and sorting cuts the padding), then go into the cache.
+    here, and sorting cuts the padding), then go into the cache. ``progress``: a bar over the
+    items encoded (minutes for a large data set on a CPU); ``None`` shows it on a terminal
+    only, ``False`` (a run's ``progress=false``) never.
     """
     cache = FeatureCache(cache_dir, encoder_fingerprint(model)) if cache_dir else None
     keys = [item_key(it) for it in items]
@@ -115,7 +117,13 @@ def compute_features(
         model.eval()
         order = sorted(missing, key=lambda i: -len(items[i]["input_ids"]))
         computed: dict[int, np.ndarray] = {}
-        bar = tqdm(total=len(order), desc="features", unit="item", disable=not progress)
+        bar = tqdm(
+            total=len(order),
+            desc="encoder features",
+            unit="item",
+            disable=None if progress is None else not progress,
+            leave=False,
+        )
         try:
             for start in range(0, len(order), batch_size):
                 chunk = order[start : start + batch_size]

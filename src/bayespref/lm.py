@@ -84,6 +84,73 @@ class GeneratorConfig:
 
 
 # ---------------------------------------------------------------------------------------------
+# Is a pretrained model there?
+
+OFFLINE_VARIABLES = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+
+
+def hub_offline() -> bool:
+    """True when the environment asks Hugging Face libraries to stay offline."""
+    return any(
+        os.environ.get(name, "").strip().upper() in ("1", "ON", "YES", "TRUE")
+        for name in OFFLINE_VARIABLES
+    )
+
+
+def is_network_error(err: BaseException) -> bool:
+    """No answer from a server: DNS, refused connection, time-out. ``OSError`` covers
+    ``requests`` (older huggingface_hub); httpx's ``TransportError`` family (newer ones) is
+    matched by name, since which httpx package the hub uses varies with its version."""
+    names = {cls.__name__ for cls in type(err).__mro__}
+    return isinstance(err, OSError) or "TransportError" in names
+
+
+def require_pretrained(name: str, key: str, filename: str = "config.json") -> None:
+    """Refuse at once, with one line naming config key ``key``, a model that cannot be loaded.
+
+    ``name`` is a local folder (always fine), or a model hub name: fine when the Hugging Face
+    cache holds it (its ``filename``), else the hub is asked once (a few seconds at most).
+    Without this, a name
+    that is neither cached nor reachable cost about 50 s of silent retries and then chained
+    ``OSError`` tracebacks. Offline (``HF_HUB_OFFLINE=1``) the hub is never asked.
+    """
+    if Path(name).exists():
+        return
+    import huggingface_hub
+    from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
+
+    try:
+        cached = huggingface_hub.try_to_load_from_cache(name, filename)
+    except Exception:  # not a valid hub name (e.g. a mistyped path): not cached
+        cached = None
+    if isinstance(cached, str):
+        return
+    local = f"pass a local folder ({key}=/path/to/model) or download it first (hf download {name})"
+    if hub_offline():
+        raise ConfigError(
+            f"{key}: {name!r} is not a local folder nor in the Hugging Face cache, and the hub is "
+            f"off (HF_HUB_OFFLINE): the model is not available offline; {local}"
+        )
+    try:
+        huggingface_hub.model_info(name, timeout=10)
+    except RepositoryNotFoundError:
+        raise ConfigError(
+            f"{key}: no model {name!r} on the Hugging Face hub (nor a local folder of that name; "
+            "a private or gated model needs `hf auth login`)"
+        ) from None
+    except HfHubHTTPError:
+        return  # the hub answered: let the loader say what it makes of the answer
+    except Exception as err:
+        if not is_network_error(err):
+            raise
+        raise ConfigError(
+            f"{key}: {name!r} is not a local folder nor in the Hugging Face cache, and the hub "
+            f"cannot be reached ({type(err).__name__}): the model is not available offline; "
+            f"{local}"
+        ) from None
+
+
+# ---------------------------------------------------------------------------------------------
 # Prompts
 
 
@@ -213,6 +280,7 @@ def load_generator(spec: GeneratorConfig | str | os.PathLike, **overrides: Any) 
     else:
         config = GeneratorConfig(name=str(spec), **overrides)
     path, gguf_file, eos_token = resolve_generator(config)
+    require_pretrained(path, "generator.name", gguf_file or "config.json")
     kwargs: dict[str, Any] = {"trust_remote_code": config.trust_remote_code}
     if gguf_file:
         kwargs["gguf_file"] = gguf_file

@@ -27,8 +27,9 @@ from transformers import AutoConfig, AutoModel, AutoTokenizer
 
 from .adapters import base_model, wrap_peft
 from .checkpoint import MANIFEST, latest_checkpoint, verify_manifest
-from .config import ModelConfig, PeftConfig
-from .data.schema import LabelSpace
+from .config import ConfigError, ModelConfig, PeftConfig
+from .data.schema import DataError, LabelSpace
+from .lm import require_pretrained
 
 logger = logging.getLogger(__name__)
 
@@ -114,11 +115,22 @@ class PreferenceModel(nn.Module):
         cls, config: ModelConfig, label_space: LabelSpace, peft: PeftConfig | None = None
     ) -> PreferenceModel:
         """A fresh model on a pretrained encoder (any Hugging Face encoder name or path), with
-        the encoder wrapped in ``peft`` adapters when asked."""
+        the encoder wrapped in ``peft`` adapters when asked.
+
+        Raises :class:`ConfigError` when the encoder is not available (offline and not cached)
+        or takes fewer positions than ``config.max_length``.
+        """
         peft = peft if peft is not None else PeftConfig()
         path = resolve_encoder_path(config.encoder)
+        require_pretrained(path, "model.encoder")
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=config.trust_remote_code)
         encoder = AutoModel.from_pretrained(path, trust_remote_code=config.trust_remote_code)
+        limit = position_limit(tokenizer, encoder)
+        if limit is not None and config.max_length > limit:
+            raise ConfigError(
+                f"model.max_length={config.max_length} is more than {config.encoder} takes "
+                f"({limit} tokens): set model.max_length={limit} or less"
+            )
         encoder = wrap_peft(_drop_pooler(encoder), peft, "feature-extraction")
         return cls(encoder, tokenizer, label_space, config, peft)
 
@@ -167,9 +179,9 @@ class PreferenceModel(nn.Module):
         )
         if meta.get("weights") == "head":
             # a frozen-encoder run stores its head only: the encoder is the pretrained one
-            encoder = AutoModel.from_pretrained(
-                resolve_encoder_path(config.encoder), trust_remote_code=config.trust_remote_code
-            )
+            path = resolve_encoder_path(config.encoder)
+            require_pretrained(path, "model.encoder (the run's frozen encoder)")
+            encoder = AutoModel.from_pretrained(path, trust_remote_code=config.trust_remote_code)
             encoder = _drop_pooler(encoder)
         model = cls(encoder, tokenizer, label_space, config, peft)
         model.load_weights(folder / MODEL_FILE)
@@ -281,10 +293,14 @@ class PreferenceModel(nn.Module):
         """Class distributions q (N, C) for text pairs, batched, without gradients.
 
         The pairs are forwarded longest first, so each batch pads little; q comes back in
-        input order (eval mode: an item's output does not depend on its batch).
+        input order (eval mode: an item's output does not depend on its batch). An empty or
+        whitespace-only response (its pooled vector would be zeros: the same q for any such
+        item, whatever its context), or a context that is not a string, a list of strings or
+        None, raises :class:`DataError` (a ``ValueError``) naming its index.
         """
         if len(contexts) != len(responses):
             raise ValueError(f"{len(contexts)} contexts for {len(responses)} responses")
+        check_pairs(contexts, responses)
         items = [
             encode_pair(self.tokenizer, c, r, self.config.max_length)
             for c, r in zip(contexts, responses)
@@ -319,6 +335,31 @@ class PreferenceModel(nn.Module):
         """
         q = self.predict_proba(contexts, responses, batch_size=batch_size)
         return score_distributions(q, self.label_space, rule)
+
+
+def check_pairs(contexts: Sequence, responses: Sequence) -> None:
+    """Raise :class:`DataError` naming the (0-based) index of the first unusable pair."""
+    for index, (context, response) in enumerate(zip(contexts, responses)):
+        if not isinstance(response, str) or not response.strip():
+            raise DataError(f"response {index} (0-based) is empty or not a string: {response!r}")
+        if not (
+            context is None
+            or isinstance(context, str)
+            or (isinstance(context, (list, tuple)) and all(isinstance(t, str) for t in context))
+        ):
+            raise DataError(
+                f"context {index} (0-based) must be a string, a list of strings or None, "
+                f"got {context!r}"
+            )
+
+
+def position_limit(tokenizer, encoder: nn.Module) -> int | None:
+    """The most tokens ``encoder`` takes: the smaller of its tokenizer's ``model_max_length``
+    (when set) and its position embeddings; None when neither says."""
+    limits = [getattr(tokenizer, "model_max_length", None)]
+    limits.append(getattr(base_model(encoder).config, "max_position_embeddings", None))
+    known = [n for n in limits if isinstance(n, int) and 0 < n < 10**7]  # 1e30: "not set"
+    return min(known) if known else None
 
 
 def score_distributions(q: np.ndarray, label_space: LabelSpace, rule: str) -> np.ndarray:

@@ -238,7 +238,7 @@ def write_candidates(
         "num_unique": sum(r["num_unique"] for r in rows),
     }
     write_json_atomic(candidates_meta_path(path), meta)
-    logger.info(
+    logger.debug(  # the commands print this summary (INFO printed it twice)
         "candidates: %d contexts, %d unique of %d generated -> %s",
         len(rows),
         meta["num_unique"],

@@ -16,9 +16,14 @@ import argparse
 import logging
 import sys
 
-from .. import __version__
-from . import calibration, export, generator_eval, preference, studies
-from .errors import exit_code
+# The command modules below import matplotlib, which on a fresh machine builds its font cache
+# and, after 5 s, logs "Matplotlib is building the font cache" (before logging is set up, so
+# Python prints it bare). Nothing the user can act on: only its errors are shown.
+logging.getLogger("matplotlib.font_manager").setLevel(logging.ERROR)
+
+from .. import __version__  # noqa: E402
+from . import calibration, export, generator_eval, preference, studies  # noqa: E402
+from .errors import exit_code  # noqa: E402
 
 
 def make_parser() -> argparse.ArgumentParser:

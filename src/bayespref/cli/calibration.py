@@ -7,6 +7,7 @@ plus ``key=value`` overrides), runs the library and prints what it made.
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from ..calibration import CalibrationConfig, build_candidates, calibrate, read_candidates
 from ..config import load_yaml
@@ -15,19 +16,25 @@ from ..config import load_yaml
 def generate_main(args: argparse.Namespace) -> int:
     """``bayespref generate``: build (or complete) the candidate cache."""
     config = load_yaml(CalibrationConfig, args.config, list(args.overrides))
-    path = build_candidates(config)
-    meta, _ = read_candidates(path)
-    print(
-        f"candidates: {meta['num_contexts']} contexts, {meta['num_unique']} unique of "
-        f"{meta['num_generated']} generated -> {path}"
-    )
+    print(candidates_summary(build_candidates(config)))
     return 0
+
+
+def candidates_summary(path: Path) -> str:
+    """One line on a candidate file. The library logs only progress (reusing, resuming), so
+    the command's line is the one summary."""
+    meta, _ = read_candidates(path)
+    contexts, unique, generated = (
+        meta.get(key, "?") for key in ("num_contexts", "num_unique", "num_generated")
+    )
+    return f"candidates: {contexts} contexts, {unique} unique of {generated} generated -> {path}"
 
 
 def calibrate_main(args: argparse.Namespace) -> int:
     """``bayespref calibrate``: candidates (cached), then the calibration run."""
     config = load_yaml(CalibrationConfig, args.config, list(args.overrides))
     result = calibrate(config, resume=args.resume)
+    print(candidates_summary(result.candidates))
     if result.initial_eval_gold_nll is not None:
         print(f"held-out gold NLL before: {result.initial_eval_gold_nll:.4f}")
     if result.eval_gold_nll is not None:

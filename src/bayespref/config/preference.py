@@ -4,9 +4,11 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import os
-from typing import ClassVar
+from typing import Any, ClassVar
 
+from ..data import LOADERS, as_label_space, loader_option_problem, loader_options
 from ..losses import LOSSES
 from ..metrics import METRICS
 from .core import ConfigError, field_help, load_yaml
@@ -28,7 +30,10 @@ class DataConfig:
     valid_fraction: float = field_help(0.1, "fraction of train held out when valid is null")
     options: dict = field_help({}, "extra loader options applied to every split")
     label_space: dict | None = field_help(
-        None, "override the classes: {names: [...], utilities: [...], tie_break: ...}"
+        None,
+        "the classes and their utilities (native, hf, lewidi): {names: [bad, ok, good], "
+        "utilities: [-1, 0, 1]}, optionally tie_break and aliases (the keys a meta.json "
+        "sidecar and data_stats.json use); null: from the data's meta.json",
     )
     alpha: float = field_help(0.1, "prior smoothing: p = (count + alpha) / (n + C alpha)")
     prior: str = field_help(
@@ -41,6 +46,24 @@ class DataConfig:
     strict: bool = field_help(False, "refuse items with no usable label instead of skipping them")
 
     def __post_init__(self):
+        if self.format not in LOADERS:
+            raise ConfigError(f"data.format must be one of {list(LOADERS)}, got {self.format!r}")
+        if self.label_space is not None:
+            try:
+                as_label_space(self.label_space)
+            except ValueError as err:
+                raise ConfigError(f"data.label_space: {err}") from None
+        unknown = [k for k in self.options if k not in loader_options(self.format)]
+        if unknown:
+            raise ConfigError(
+                f"data.options: unknown option(s) {unknown} for format {self.format!r}; its "
+                f"options: {loader_options(self.format)}"
+            )
+        if self.format == "hf" and importlib.util.find_spec("datasets") is None:
+            raise ConfigError(
+                "data.format=hf reads Hugging Face datasets, and the `datasets` library is not "
+                "installed: pip install 'bayespref[datasets]'"
+            )
         if self.alpha < 0:
             raise ConfigError(f"data.alpha must be >= 0, got {self.alpha}")
         if self.prior not in ("counts", "dawid-skene"):
@@ -90,6 +113,11 @@ class ModelConfig:
             raise ConfigError(f"model.pooling must be response-mean|mean|cls, got {self.pooling!r}")
         if self.max_length < 8:
             raise ConfigError(f"model.max_length must be >= 8, got {self.max_length}")
+        # the encoder's own limit is checked when it is loaded (PreferenceModel.build)
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"model.dropout must be in [0, 1), got {self.dropout}")
+        if self.head_hidden is not None and self.head_hidden < 1:
+            raise ConfigError(f"model.head_hidden must be >= 1 or null, got {self.head_hidden}")
 
 
 @dataclasses.dataclass
@@ -153,6 +181,8 @@ class TrainConfig(RunConfig):
     RENAMED_KEYS: ClassVar[dict[str, str]] = {
         "score": "removed: the scoring rule is chosen where scores are made "
         "(bayespref score --rule, or scorer.rule in calibration)",
+        "label_space": "never a top-level key: use data.label_space={names: [bad, ok, good], "
+        "utilities: [-1, 0, 1]}",
     }
 
     def __post_init__(self):
@@ -167,6 +197,37 @@ class TrainConfig(RunConfig):
         if self.select_metric not in selectable:
             raise ConfigError(
                 f"select_metric must be one of {selectable}, got {self.select_metric!r}"
+            )
+        check_split_specs(self.data)
+
+
+def check_split_specs(data: DataConfig) -> None:
+    """Refuse, before a run starts, split specs its loader cannot read: a file for the
+    synthetic format, no training file for the others, a loader option the format does not
+    take, a required one (``hf``: ``columns``) missing, a label space for a format that has
+    its own classes. Each error names the key."""
+    synthetic = data.format == "synthetic"
+    if data.train is None and not synthetic:
+        raise ConfigError(f"data.train: format {data.format!r} needs a file (data.train=<path>)")
+    for split in ("train", "valid"):
+        spec: Any = getattr(data, split)
+        if spec is None:
+            continue
+        path = spec.get("path") if isinstance(spec, dict) else spec
+        if synthetic and path is not None:
+            raise ConfigError(
+                f"data.{split}={path!r}: format synthetic generates its data and reads no file; "
+                "give the file's format (data.format=native, or lewidi, convabuse, mi, hf)"
+            )
+        options = {**data.options, **(spec if isinstance(spec, dict) else {})}
+        options.pop("path", None)
+        if data.label_space is not None:
+            options["label_space"] = data.label_space
+        problem = loader_option_problem(data.format, options)
+        if problem is not None:
+            raise ConfigError(
+                f"data.{split}: {problem} (loader options go in data.options, or in "
+                f"data.{split}={{path: ..., <option>: ...}})"
             )
 
 

@@ -200,6 +200,16 @@ class RunConfig:
             raise ConfigError(f"save_every must be >= 1 or null, got {self.save_every}")
         if not self.name or "/" in self.name or self.name in (".", ".."):
             raise ConfigError(f"name must be a plain folder name, got {self.name!r}")
+        # the run directory and every folder above it must be folders (or not exist yet)
+        for folder in (self.run_dir, *self.run_dir.parents):
+            if folder.exists() or folder.is_symlink():
+                if not folder.is_dir():
+                    key = "name" if folder == self.run_dir else "output_dir"
+                    raise ConfigError(
+                        f"{key}: {folder} exists and is not a folder; choose another output_dir "
+                        f"(runs go to <output_dir>/<name>/)"
+                    )
+                break
 
     @property
     def run_dir(self) -> Path:

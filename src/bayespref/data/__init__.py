@@ -25,7 +25,7 @@ usable label (all annotators missing, zero counts) is skipped and counted in
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from .convabuse import CONVABUSE_BINARY, CONVABUSE_SEVERITY, load_convabuse
@@ -35,6 +35,8 @@ from .mi import MI_CODES, MI_LABEL_SPACE, load_mi
 from .native import load_native
 from .priors import empirical_distribution, majority_label, smoothed_prior
 from .schema import (
+    LABEL_SPACE_EXAMPLE,
+    LABEL_SPACE_KEYS,
     TIE_RULES,
     AnnotatedDataset,
     AnnotatedExample,
@@ -42,6 +44,7 @@ from .schema import (
     LabelSpace,
     LoadReport,
     as_label_space,
+    require_same_classes,
 )
 from .synthetic import (
     SYNTHETIC_LABEL_SPACE,
@@ -73,6 +76,40 @@ def loader_options(format: str) -> list[str]:
     ]
 
 
+# How to write a required option, for the message that asks for it.
+OPTION_EXAMPLES = {
+    "columns": "columns={response: <column>, labels: <column>} (native field -> your column; "
+    "counts: instead of labels, and optionally id, context, annotators)",
+}
+
+
+def required_options(format: str) -> list[str]:
+    """The keyword options ``format``'s loader cannot do without (e.g. ``hf``: ``columns``)."""
+    loader = _loader(format)
+    return [
+        name
+        for name, p in inspect.signature(loader).parameters.items()
+        if p.kind is inspect.Parameter.KEYWORD_ONLY and p.default is inspect.Parameter.empty
+    ]
+
+
+def loader_option_problem(format: str, options: Mapping[str, object]) -> str | None:
+    """What is wrong with ``options`` for ``format``'s loader (None: nothing): an unknown
+    format, an option the loader does not take, a required option missing. One line, for a
+    ``ConfigError`` or ``DataError`` that says where the options came from."""
+    if format not in LOADERS:
+        return f"unknown data format {format!r}; formats: {list(LOADERS)}"
+    allowed = loader_options(format)
+    unknown = [name for name in options if name not in allowed]
+    if unknown:
+        return f"unknown option(s) {unknown} for format {format!r}; its options: {allowed}"
+    missing = [name for name in required_options(format) if name not in options]
+    if missing:
+        how = "; ".join(OPTION_EXAMPLES.get(name, name) for name in missing)
+        return f"format {format!r} needs the option(s) {missing}: {how}"
+    return None
+
+
 def load_dataset(
     format: str, path: str | Path | None = None, *, strict: bool = False, **options
 ) -> AnnotatedDataset:
@@ -101,6 +138,9 @@ def _loader(format: str) -> Callable[..., AnnotatedDataset]:
 
 
 __all__ = [
+    "LABEL_SPACE_EXAMPLE",
+    "LABEL_SPACE_KEYS",
+    "OPTION_EXAMPLES",
     "CONVABUSE_BINARY",
     "CONVABUSE_SEVERITY",
     "LEWIDI_LABEL_SPACES",
@@ -126,9 +166,12 @@ __all__ = [
     "load_mi",
     "load_native",
     "load_synthetic",
+    "loader_option_problem",
     "loader_options",
     "majority_label",
     "make_synthetic_contexts",
     "make_synthetic_dataset",
+    "require_same_classes",
+    "required_options",
     "smoothed_prior",
 ]

@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import re
+import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,15 @@ import numpy as np
 from .schema import AnnotatedDataset, AnnotatedExample, DataError, LabelSpace, LoadReport
 
 NO_USABLE_LABEL = "no usable label"
+EMPTY_RESPONSE = (
+    "the response is empty (or whitespace only): there is nothing for a preference model to "
+    "judge, and every such item would get the same prediction; fill it in or remove the item"
+)
+
+# The longest CSV field read. csv's default (131072 characters) refuses a long document in one
+# cell with "field larger than field limit"; the whole file is in memory already, so a larger
+# limit costs nothing.
+CSV_FIELD_LIMIT = min(sys.maxsize, 2**31 - 1)  # a C long on every platform
 
 _JSON_WS = re.compile(r"[ \t\n\r]*")
 
@@ -42,7 +52,8 @@ JSON_ERRORS = (ValueError, RecursionError)
 def json_problem(err: Exception) -> str:
     """What went wrong, for one of :data:`JSON_ERRORS` raised by ``json``."""
     if isinstance(err, json.JSONDecodeError):
-        return err.msg
+        # some messages end in "at" ("Unterminated string starting at"): the column completes them
+        return f"{err.msg.removesuffix(' at')} at column {err.colno}"
     if isinstance(err, RecursionError):
         return "nested too deeply"
     return str(err).split(";")[0]
@@ -123,7 +134,7 @@ def iter_json_object(text: str, path: str) -> Iterator[tuple[str, Any, int]]:
         try:
             return decoder.raw_decode(text, pos)
         except json.JSONDecodeError as err:
-            raise fail(f"bad JSON: {err.msg}", err.pos) from None
+            raise fail(f"bad JSON: {json_problem(err)}", err.pos) from None
         except JSON_ERRORS as err:
             raise fail(f"bad JSON: {json_problem(err)}", pos) from None
 
@@ -166,18 +177,22 @@ def csv_rows(text: str, path: str) -> Iterator[tuple[list[str], int]]:
     """Yield ``(row, physical line where the row starts)`` of CSV ``text``; blank lines are
     passed over. Quoted fields may span lines; a broken quote raises :class:`DataError` at the
     line where its row starts. Lines are counted at ``\n`` as everywhere else (``csv`` itself
-    also counts a lone ``\r``, e.g. one inside a quoted field)."""
+    also counts a lone ``\r``, e.g. one inside a quoted field). A field may be as long as
+    :data:`CSV_FIELD_LIMIT` (``csv``'s own limit is set for each row read, then restored)."""
     lines = io.StringIO(text, newline="").readlines()
     line_of = list(itertools.accumulate((s.count("\n") for s in lines), initial=1))
     reader = csv.reader(lines, strict=True)
     last = 0
     while True:
+        limit = csv.field_size_limit(CSV_FIELD_LIMIT)
         try:
             row = next(reader)
         except StopIteration:
             return
         except csv.Error as err:
             raise DataError(f"bad CSV: {err}", path, line_of[last]) from None
+        finally:
+            csv.field_size_limit(limit)
         start, last = line_of[last], reader.line_num
         if row:
             yield row, start
@@ -187,6 +202,11 @@ def split_labels(value: Any) -> list[str]:
     """``"0,1, 1"`` -> ``["0", "1", "1"]``; an empty string gives ``[]``."""
     text = str(value).strip()
     return [part.strip() for part in text.split(",")] if text else []
+
+
+def is_blank(text: str) -> bool:
+    """True for an empty or whitespace-only text (a response nobody can judge)."""
+    return not text.strip()
 
 
 def label_index(label_space: LabelSpace, label: Any, path: str, line: int | None) -> int:

@@ -19,7 +19,8 @@ per item; for each of the 8 annotators ``k`` five one-hot columns
   a group empty and others not, or a group (or repeat) with no 1 or with more than one 1.
   These are corrupt rows, not missing data, so they are never skipped silently.
 - An item with no annotator at all has no usable label: skipped and counted
-  (``DataError`` with ``strict=True``).
+  (``DataError`` with ``strict=True``). An empty ``user`` turn (the response) raises
+  :class:`DataError`.
 
 Label schemes:
 
@@ -37,7 +38,15 @@ import os
 import re
 from pathlib import Path
 
-from ._common import NO_USABLE_LABEL, Collector, counts_of, csv_rows, read_text
+from ._common import (
+    EMPTY_RESPONSE,
+    NO_USABLE_LABEL,
+    Collector,
+    counts_of,
+    csv_rows,
+    is_blank,
+    read_text,
+)
 from .schema import AnnotatedDataset, AnnotatedExample, DataError, LabelSpace
 
 logger = logging.getLogger(__name__)
@@ -150,6 +159,8 @@ def load_convabuse(
             ]:
                 annotations.append((annotator, severity_class(severity, label_scheme)))
         item_id = row[columns["example_id"]].strip()
+        if is_blank(row[columns["user"]]):
+            raise DataError(f"column 'user': {EMPTY_RESPONSE}", source, line)
         if not annotations:
             collector.skip(
                 NO_USABLE_LABEL, line, "no annotator labelled this item", item_id=item_id

@@ -33,6 +33,7 @@ from .schema import AnnotatedDataset, DataError, LabelSpace
 logger = logging.getLogger(__name__)
 
 FIELDS = ("id", "context", "response", "labels", "counts", "annotators")
+EXAMPLE = "{response: reply, labels: votes}"
 BUILDERS = {
     ".json": "json",
     ".jsonl": "json",
@@ -62,17 +63,31 @@ def load_hf(
     strict: bool = False,
     name: str | None = None,
 ) -> AnnotatedDataset:
-    """Load a local ``datasets`` dataset through ``columns`` (see the module docstring)."""
-    unknown = set(columns) - set(FIELDS)
-    if unknown:
-        raise ValueError(f"unknown keys in columns: {sorted(unknown)}; allowed: {list(FIELDS)}")
-    if "response" not in columns or ("labels" in columns) == ("counts" in columns):
-        raise ValueError(
-            f"columns must map 'response' and exactly one of 'labels' or 'counts', got {columns}"
-        )
-    datasets = _import_datasets()
+    """Load a local ``datasets`` dataset through ``columns`` (see the module docstring).
+
+    A malformed ``columns`` mapping raises :class:`DataError` naming ``path``; a missing
+    ``datasets`` library raises ``ImportError`` saying what to install.
+    """
     path = Path(path)
     source = str(path)
+    if not isinstance(columns, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in columns.items()
+    ):
+        raise DataError(
+            f"columns must map native fields to column names, e.g. {EXAMPLE}, got {columns!r}",
+            source,
+        )
+    unknown = set(columns) - set(FIELDS)
+    if unknown:
+        raise DataError(
+            f"unknown keys in columns: {sorted(unknown)}; allowed: {list(FIELDS)}", source
+        )
+    if "response" not in columns or ("labels" in columns) == ("counts" in columns):
+        raise DataError(
+            f"columns must map 'response' and exactly one of 'labels' or 'counts', got {columns}",
+            source,
+        )
+    datasets = _import_datasets()
     if path.is_dir():
         space = resolve_label_space(label_space, path)
         loaded = datasets.load_from_disk(source)

@@ -22,8 +22,8 @@ prev_user, agent, user``: ``context = [prev_agent, prev_user, agent]`` (empty tu
 Annotator ids are kept (``AnnotatedExample.annotations``); ``meta`` keeps ``hard_label``,
 ``soft_label``, ``split``, ``lang`` and ``other_info``. Line numbers in errors point at the
 item's key in the file. An empty ``annotations`` string is an item without usable label
-(skipped and counted; ``DataError`` with ``strict=True``); anything else malformed raises
-:class:`DataError`.
+(skipped and counted; ``DataError`` with ``strict=True``); anything else malformed, an empty
+``text`` (ConvAbuse: an empty user turn) among it, raises :class:`DataError`.
 """
 
 from __future__ import annotations
@@ -33,10 +33,12 @@ import logging
 from pathlib import Path
 
 from ._common import (
+    EMPTY_RESPONSE,
     JSON_ERRORS,
     NO_USABLE_LABEL,
     Collector,
     counts_of,
+    is_blank,
     iter_json_object,
     json_problem,
     label_index,
@@ -139,6 +141,8 @@ def load_lewidi(
         else:
             indices = [label_index(space, lab, source, line) for lab in labels]
             context, response = [], item["text"]
+        if is_blank(response):
+            raise fail(EMPTY_RESPONSE + (" (the 'user' turn in 'text')" if is_convabuse else ""))
         if not indices:
             collector.skip(NO_USABLE_LABEL, line, f"item {key!r} has no annotations")
             continue

@@ -7,7 +7,8 @@ counsellor). The four annotation columns hold one of 15 MI codes or ``-`` (missi
 
 - Items: every ``listener`` turn is one item, ``response = text``. Its context is the last
   ``context_turns`` ``speaker`` turns before it in the same dialog (default 1, the speaker turn
-  being answered; ``None`` = all earlier speaker turns; 0 = no context), oldest first. Turns
+  being answered; ``None`` = all earlier speaker turns; 0 = no context), oldest first. An
+  empty listener ``text`` raises :class:`DataError` (nothing to judge). Turns
   are ordered by ``turn`` within a dialog when every ``turn`` there is a number, else by file
   order. ``id = "<dialog_id>:<turn>"``; a repeated id raises :class:`DataError` naming both
   lines. ``read`` in the report counts listener turns; speaker turns only provide context.
@@ -34,7 +35,15 @@ import logging
 import re
 from pathlib import Path
 
-from ._common import NO_USABLE_LABEL, Collector, counts_of, csv_rows, read_text
+from ._common import (
+    EMPTY_RESPONSE,
+    NO_USABLE_LABEL,
+    Collector,
+    counts_of,
+    csv_rows,
+    is_blank,
+    read_text,
+)
 from .schema import AnnotatedDataset, AnnotatedExample, DataError, LabelSpace
 
 logger = logging.getLogger(__name__)
@@ -150,6 +159,8 @@ def load_mi(
                 speaker_turns.append(text)
                 continue
             collector.read()
+            if is_blank(text):
+                raise DataError(f"column 'text': {EMPTY_RESPONSE}", source, line)
             annotations = []
             for column, annotator in ANNOTATION_COLUMNS.items():
                 code = row[columns[column]].strip()

@@ -8,9 +8,9 @@ One JSON object per line, UTF-8. Blank lines are ignored. Fields:
     Unique within the file. Defaults to ``<file name>:<line>``, e.g. ``train.jsonl:12``.
 ``context`` (optional)
     A string (one turn) or a list of strings (turns, oldest first). Missing, ``null`` or
-    ``""`` mean no context.
+    ``""`` mean no context; anything else (a number, ``false``, an object) is an error.
 ``response`` (required, string)
-    The text being judged.
+    The text being judged; empty or whitespace-only is an error.
 ``labels`` (list) **or** ``counts`` (list or object) -- exactly one of them
     ``labels`` holds one label per annotator: a class name, an alias, or a class index (the
     integer ``2`` or the string ``"2"``). ``null`` or ``""`` marks an annotator who gave no
@@ -53,15 +53,21 @@ Classes and utilities
 ---------------------
 The class names and their utilities (higher = more preferred) come, in this order, from
 
-1. the ``label_space`` argument (a :class:`LabelSpace`, or a mapping as in a config:
-   ``{"classes": [...], "utilities": [...], "tie_break": ..., "aliases": {...}}``);
+1. the config key ``data.label_space`` (the ``label_space`` argument in Python: a
+   :class:`LabelSpace` or a mapping
+   ``{"names": [...], "utilities": [...], "tie_break": ..., "aliases": {...}}``);
 2. a sidecar ``<file stem>.meta.json`` beside the file (``train.meta.json`` for
    ``train.jsonl``), then ``meta.json`` in the same directory, holding that same mapping, e.g.
-   ``{"classes": ["bad", "ok", "good"], "utilities": [-1, 0, 1], "tie_break": "less-preferred"}``.
+   ``{"names": ["bad", "ok", "good"], "utilities": [-1, 0, 1], "tie_break": "less-preferred"}``.
+
+The keys are those :meth:`LabelSpace.to_dict` writes (a run's ``data_stats.json`` holds its
+label space in this form): ``names`` (the classes, in order), ``utilities`` (one number per
+class, higher = more preferred), optionally ``tie_break`` and ``aliases`` (alias -> class
+name). Any other key, ``classes`` among them, is an error naming the right ones.
 
 Errors and skips
 ----------------
-Bad JSON, a non-object line, a field of the wrong type, a missing ``response``, both or
+Bad JSON, a non-object line, a field of the wrong type, a missing or empty ``response``, both or
 neither of ``labels``/``counts``, negative or fractional counts, a CSV row with the wrong
 number of fields, undecodable bytes, an unknown label (the message lists the allowed ones) and a
 repeated ``id`` (the message names both lines) raise :class:`DataError` (``path:line:
@@ -81,16 +87,25 @@ from typing import Any
 import numpy as np
 
 from ._common import (
+    EMPTY_RESPONSE,
     JSON_ERRORS,
     NO_USABLE_LABEL,
     Collector,
     counts_of,
     csv_rows,
+    is_blank,
     json_problem,
     read_text,
     unique_keys,
 )
-from .schema import AnnotatedDataset, AnnotatedExample, DataError, LabelSpace, as_label_space
+from .schema import (
+    LABEL_SPACE_EXAMPLE,
+    AnnotatedDataset,
+    AnnotatedExample,
+    DataError,
+    LabelSpace,
+    as_label_space,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -172,11 +187,11 @@ def resolve_label_space(label_space: LabelSpace | dict | None, path: Path) -> La
                 raise DataError(f"bad JSON: {err.msg}", str(meta), err.lineno) from None
             except (ValueError, TypeError) as err:
                 raise DataError(f"bad label space: {err}", str(meta)) from None
+    sidecar = f"{path.name}.meta.json" if path.is_dir() else f"{path.stem}.meta.json"
     raise DataError(
-        "no class names/utilities declared. Pass label_space={'classes': [...], "
-        "'utilities': [...]} (config key `label_space`), or write "
-        f"{path.stem}.meta.json or meta.json beside the data containing "
-        '{"classes": ["bad", "ok", "good"], "utilities": [-1, 0, 1]}',
+        "no classes declared: set the config key data.label_space="
+        "{names: [bad, ok, good], utilities: [-1, 0, 1]} (label_space= in Python), or write "
+        f"{sidecar} or meta.json beside the data containing {LABEL_SPACE_EXAMPLE}",
         str(path),
     )
 
@@ -208,6 +223,8 @@ def parse_record(
         raise fail("missing required field 'response'")
     if not isinstance(response, str):
         raise fail(f"'response' must be a string, got {type(response).__name__}")
+    if is_blank(response):
+        raise fail(EMPTY_RESPONSE)
     has_labels = record.get("labels") is not None
     has_counts = record.get("counts") is not None
     if has_labels == has_counts:
@@ -279,13 +296,19 @@ def record_id(record: Mapping[str, Any], default_id: str, fail) -> str:
 
 
 def parse_context(value: Any, fail) -> list[str]:
-    if value is None or value == "":
+    """A context as turns: a string is one turn, a list of strings is the turns, ``None`` (or
+    absent) and ``""`` are no context. Anything else (``0``, ``false``, ``{}``, ``5``) raises
+    ``fail(problem)``: a falsy value is not quietly taken as "no context"."""
+    if value is None:
         return []
     if isinstance(value, str):
-        return [value]
+        return [value] if value else []
     if isinstance(value, (list, tuple)) and all(isinstance(turn, str) for turn in value):
         return list(value)
-    raise fail("'context' must be a string or a list of strings")
+    raise fail(
+        f"'context' must be a string or a list of strings (or null for none), got "
+        f"{type(value).__name__} {json.dumps(value, default=str)[:40]}"
+    )
 
 
 def parse_counts(value: Any, label_space: LabelSpace, fail) -> np.ndarray:
@@ -330,9 +353,7 @@ def _jsonl_records(text: str, path: str):
             record = json.loads(raw, object_pairs_hook=unique_keys)
         except json.JSONDecodeError as err:
             hint = " (native files are JSON Lines: one object per line)" if number == 1 else ""
-            raise DataError(
-                f"bad JSON: {err.msg} at column {err.colno}{hint}", path, number
-            ) from None
+            raise DataError(f"bad JSON: {json_problem(err)}{hint}", path, number) from None
         except JSON_ERRORS as err:
             raise DataError(f"bad JSON: {json_problem(err)}", path, number) from None
         if not isinstance(record, dict):

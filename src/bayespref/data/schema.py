@@ -116,12 +116,8 @@ class LabelSpace:
 
     @classmethod
     def from_dict(cls, d: dict) -> LabelSpace:
-        return cls(
-            names=tuple(d["names"]),
-            utilities=tuple(float(u) for u in d["utilities"]),
-            tie_break=d.get("tie_break", "less-preferred"),
-            aliases=tuple((str(a), str(t)) for a, t in dict(d.get("aliases") or {}).items()),
-        )
+        """The inverse of :meth:`to_dict` (the mapping of :func:`as_label_space`)."""
+        return as_label_space(d)
 
 
 @dataclasses.dataclass
@@ -222,40 +218,68 @@ class AnnotatedDataset:
         )
 
 
-def as_label_space(spec: LabelSpace | dict) -> LabelSpace:
-    """A :class:`LabelSpace` from itself or from a config mapping.
+LABEL_SPACE_KEYS = ("names", "utilities", "tie_break", "aliases")
+LABEL_SPACE_EXAMPLE = '{"names": ["bad", "ok", "good"], "utilities": [-1, 0, 1]}'
 
-    The mapping takes ``classes`` (or ``names``), ``utilities`` and optionally ``tie_break`` and
-    ``aliases`` (a mapping alias -> class name), as in a ``meta.json`` sidecar or a YAML config.
-    Raises ``ValueError`` saying what is missing or inconsistent.
+
+def as_label_space(spec: LabelSpace | dict) -> LabelSpace:
+    """A :class:`LabelSpace` from itself or from a mapping, the one spelling everywhere.
+
+    The mapping is what :meth:`LabelSpace.to_dict` writes: ``names`` (the classes),
+    ``utilities`` (one number per class, higher = more preferred), optionally ``tie_break`` and
+    ``aliases`` (alias -> class name). The same keys in the config key ``data.label_space``, a
+    ``meta.json`` sidecar and the ``label_space=`` argument of a loader. Raises ``ValueError``
+    saying what is missing or inconsistent, naming the right keys.
     """
     if isinstance(spec, LabelSpace):
         return spec
     if not isinstance(spec, dict):
         raise ValueError(
-            "a label space is a LabelSpace or a mapping with 'classes' and 'utilities', "
-            f"got {type(spec).__name__}"
+            f"a label space is a mapping such as {LABEL_SPACE_EXAMPLE}, got {type(spec).__name__}"
         )
-    unknown = set(spec) - {"classes", "names", "utilities", "tie_break", "aliases"}
+    unknown = sorted(set(spec) - set(LABEL_SPACE_KEYS), key=str)
     if unknown:
+        hint = " (the classes go under 'names')" if "classes" in unknown else ""
         raise ValueError(
-            f"unknown label-space keys {sorted(unknown)}; "
-            "allowed: classes (or names), utilities, tie_break, aliases"
+            f"unknown label-space key(s) {unknown}{hint}; the keys are {list(LABEL_SPACE_KEYS)}, "
+            f"e.g. {LABEL_SPACE_EXAMPLE}"
         )
-    names = spec.get("classes", spec.get("names"))
+    names = spec.get("names")
     if not isinstance(names, (list, tuple)) or not all(isinstance(n, str) for n in names):
-        raise ValueError("'classes' must be a list of class names (strings)")
+        raise ValueError(
+            f"'names' must be a list of class names (strings), e.g. {LABEL_SPACE_EXAMPLE}"
+        )
     utilities = spec.get("utilities")
     if not isinstance(utilities, (list, tuple)) or not all(
         isinstance(u, (int, float)) and not isinstance(u, bool) for u in utilities
     ):
-        raise ValueError("'utilities' must be a list of numbers, one per class")
+        raise ValueError(
+            f"'utilities' must be a list of numbers, one per class, e.g. {LABEL_SPACE_EXAMPLE}"
+        )
     aliases = spec.get("aliases") or {}
     if not isinstance(aliases, dict):
         raise ValueError("'aliases' must be a mapping alias -> class name")
+    tie_break = spec.get("tie_break") or "less-preferred"
+    if not isinstance(tie_break, str):
+        raise ValueError(f"'tie_break' must be one of {TIE_RULES}, got {tie_break!r}")
     return LabelSpace(
         names=tuple(names),
         utilities=tuple(float(u) for u in utilities),
-        tie_break=spec.get("tie_break") or "less-preferred",
+        tie_break=tie_break,
         aliases=tuple((str(a), str(t)) for a, t in aliases.items()),
     )
+
+
+def require_same_classes(data: LabelSpace, model: LabelSpace, source: str | None) -> None:
+    """Raise :class:`DataError` (naming ``source``) when data and a model have other classes.
+
+    A model predicts a distribution over its own classes; evaluating it against data labelled
+    with other classes (or the same ones in another order) would compare unrelated numbers.
+    """
+    if data.names != model.names:
+        raise DataError(
+            f"the data's classes {list(data.names)} differ from the model's {list(model.names)}; "
+            "give the data's label space with the model's names in the same order "
+            f"(data.label_space or a meta.json sidecar: {LABEL_SPACE_EXAMPLE})",
+            source,
+        )

@@ -1,0 +1,36 @@
+"""Notes printed under a metric table where the numbers alone would mislead a reader."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from ..metrics import METRICS, is_better
+
+
+def synthetic_note(model: Mapping[str, float], baseline: Mapping[str, float] | None) -> str:
+    """Two lines under ``bayespref train``'s table on synthetic data: why the model can lose to
+    the train-mean predictor on ``soft_ce`` and ``ece`` while it wins on ``kl_true``.
+
+    Every metric but ``kl_true`` compares the prediction q with t, the labels of 1-7 simulated
+    annotators; each annotator labels from a mix of the true distribution p* and a bias of its
+    own, so t is flatter (and noisier) than p*. A model that recovers p* is sharper than t and
+    can score worse against t than the flat train mean, yet be much nearer the truth.
+    """
+    losing = []
+    if baseline is not None:
+        losing = [
+            name
+            for name in METRICS
+            if name != "kl_true"
+            and METRICS[name].selectable
+            and name in model
+            and name in baseline
+            and is_better(name, baseline[name], model[name])
+        ]
+    here = f" (here: {', '.join(losing)})" if losing else ""
+    return (
+        "synthetic data: kl_true is the distance to the true distribution p*; the other metrics "
+        "compare with t, the labels of 1-7 noisy simulated annotators,\n"
+        "which is flatter than p*, so a model near p* can lose to the train-mean predictor on "
+        f"them{here} and still be the better model (lower kl_true)."
+    )
