@@ -223,9 +223,14 @@ def test_the_synthetic_note_explains_the_demo_table():
     note = synthetic_note(model, baseline)
     assert note.count("\n") == 1  # two lines
     assert "kl_true is the distance to the true distribution p*" in note
-    assert "noisy simulated annotators" in note and "flatter than p*" in note
-    assert "(here: soft_ce, ece)" in note
-    assert "(here:" not in synthetic_note(baseline | {"kl_true": 0.1}, baseline)
+    assert "1-7 noisy\nsimulated annotators, which is flatter than p*" in note
+    assert note.endswith(
+        "the train mean wins on soft_ce, ece while the model is nearer the truth (lower kl_true)."
+    )
+    # a model that is not nearer the truth is not called so
+    note = synthetic_note(model | {"kl_true": 0.5}, baseline)
+    assert note.endswith("which is flatter than p*: judge a model here by kl_true.")
+    assert synthetic_note(model, None).endswith("judge a model here by kl_true.")
 
 
 def test_train_on_synthetic_data_prints_the_note_under_the_table(

@@ -27,10 +27,18 @@ def synthetic_note(model: Mapping[str, float], baseline: Mapping[str, float] | N
             and name in baseline
             and is_better(name, baseline[name], model[name])
         ]
-    here = f" (here: {', '.join(losing)})" if losing else ""
-    return (
+    nearer = baseline is not None and is_better(
+        "kl_true", model.get("kl_true"), baseline.get("kl_true")
+    )
+    first = (
         "synthetic data: kl_true is the distance to the true distribution p*; the other metrics "
-        "compare with t, the labels of 1-7 noisy simulated annotators,\n"
-        "which is flatter than p*, so a model near p* can lose to the train-mean predictor on "
-        f"them{here} and still be the better model (lower kl_true)."
+        "compare with t, the labels of 1-7 noisy"
+    )
+    if losing and nearer:
+        return (
+            f"{first}\nsimulated annotators, which is flatter than p*: the train mean wins on "
+            f"{', '.join(losing)} while the model is nearer the truth (lower kl_true)."
+        )
+    return (
+        f"{first}\nsimulated annotators, which is flatter than p*: judge a model here by kl_true."
     )
