@@ -69,8 +69,19 @@ def peak_memory_mib(dev: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def report(name: str, figures: dict, out_json: str | None = None) -> None:
-    """Print the benchmark's figures (and write them as JSON when asked)."""
+def _shown(value) -> str:
+    """Floats with 4 significant digits, large ones (tokens/s) as whole numbers."""
+    if isinstance(value, float):
+        return f"{value:.0f}" if abs(value) >= 1000 else f"{value:.4g}"
+    return str(value)
+
+
+def report(
+    name: str, figures: dict, out_json: str | None = None, table: list[dict] | None = None
+) -> None:
+    """Print the benchmark's figures, then ``table`` (one row per configuration, aligned
+    columns) when given, and write them all as JSON when asked (the rows under
+    ``"configurations"``)."""
     figures = {
         "benchmark": name,
         "machine": machine(),
@@ -79,11 +90,19 @@ def report(name: str, figures: dict, out_json: str | None = None) -> None:
     }
     width = max(len(k) for k in figures)
     for key, value in figures.items():
-        shown = f"{value:.4g}" if isinstance(value, float) else value
-        print(f"{key:<{width}}  {shown}")
+        print(f"{key:<{width}}  {_shown(value)}")
+    if table:
+        columns = list(table[0])
+        cells = [[_shown(row.get(c, "")) for c in columns] for row in table]
+        widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
+        print()
+        print("  ".join(c.ljust(w) for c, w in zip(columns, widths)))
+        for row in cells:
+            print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)))
     if out_json:
         Path(out_json).parent.mkdir(parents=True, exist_ok=True)
-        Path(out_json).write_text(json.dumps(figures, indent=2))
+        payload = {**figures, "configurations": table} if table else figures
+        Path(out_json).write_text(json.dumps(payload, indent=2))
     sys.stdout.flush()
 
 

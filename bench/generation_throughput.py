@@ -1,22 +1,26 @@
 """Diverse beam search throughput (new tokens per second) and model FLOP utilisation.
 
     .venv/bin/python bench/generation_throughput.py [--contexts 32] [--beams 4] [--bf16]
-                                                    [--model PATH]
+                                                    [--model PATH] [--tiny]
 
 Runs `bayespref.generation.generate_candidates` (our diverse beam search, KV cache, batched over
 contexts) on synthetic contexts with the chat template, and reports generated tokens per second
 (every beam's new tokens) and, on a GPU with a known peak, model FLOP utilisation (2 x parameters
 x processed tokens / s over the peak; attention FLOPs left out). Model: the packaged
-SmolLM2-135M-Instruct, or `--model` any causal LM folder or name.
+SmolLM2-135M-Instruct, or `--model` any causal LM folder or name; `--tiny`: a random 2-layer
+Llama with a byte-level chat tokenizer, seconds on a CPU (checks the script, measures nothing).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import torch
+from _tiny import tiny_generator
 from _util import REPO, device, peak_flops, peak_memory_mib, report, reset_peak, synchronize
 
 sys.path.insert(0, str(REPO / "src"))
@@ -25,15 +29,14 @@ from bayespref.beam_search import beam_config  # noqa: E402
 from bayespref.config import DecodingConfig  # noqa: E402
 from bayespref.data.synthetic import make_synthetic_contexts  # noqa: E402
 from bayespref.generation import generate_candidates  # noqa: E402
+from bayespref.lm import load_generator  # noqa: E402
 
 
-def load(args, dev):
-    from bayespref.lm import load_generator
-
-    generator = load_generator(args.model or "smollm2-135m-instruct")
-    dtype = torch.bfloat16 if args.bf16 else torch.float32
+def load(model_name: str | None, bf16: bool, dev):
+    generator = load_generator(model_name or "smollm2-135m-instruct")
+    dtype = torch.bfloat16 if bf16 else torch.float32
     model = generator.model.to(dev, dtype).eval()
-    return model, generator.tokenizer, args.model or "SmolLM2-135M-Instruct (packaged GGUF)"
+    return model, generator.tokenizer, model_name or "SmolLM2-135M-Instruct (packaged GGUF)"
 
 
 def main() -> None:
@@ -44,12 +47,20 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=40)
     parser.add_argument("--bf16", action="store_true")
     parser.add_argument("--model", help="causal LM folder or name (default: packaged SmolLM2)")
+    parser.add_argument("--tiny", action="store_true", help="tiny random model: a smoke run")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--json", help="also write the figures here")
     args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        model_name = tiny_generator(Path(tmp) / "tiny-llama") if args.tiny else args.model
+        measure(args, model_name)
 
+
+def measure(args, model_name: str | None) -> None:
     dev = device(args.device)
-    model, tokenizer, described = load(args, dev)
+    model, tokenizer, described = load(model_name, args.bf16, dev)
+    if args.tiny:
+        described = "tiny random Llama, 2 layers (--tiny: measures nothing)"
     eos = tokenizer.convert_tokens_to_ids("<|im_end|>")
     decoding = DecodingConfig(
         method="diverse-beam",

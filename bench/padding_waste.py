@@ -1,6 +1,6 @@
 """Padding waste of the training batches on ConvAbuse: random vs chunked vs length-sorted.
 
-    .venv/bin/python bench/padding_waste.py [--config configs/convabuse.yaml] [--epochs 1]
+    .venv/bin/python bench/padding_waste.py [--config configs/convabuse.yaml] [--epochs 1] [--tiny]
 
 Padding waste = padded tokens / real tokens over one epoch of training micro-batches (the
 micro-batches `bayespref train` draws: seeded random permutations, never sorted).
@@ -9,7 +9,8 @@ micro-batches `bayespref train` draws: seeded random permutations, never sorted)
   length-sorted chunks; the loss still sees the whole random batch;
 - `sorted`: batches cut from the length-sorted data (the usual cure, shown for reference: it
   biases the batch normaliser, so bayespref never trains that way).
-Target: chunked <= 1.15. Only the tokenizer runs; no model.
+Target: chunked <= 1.15. Only the tokenizer runs; no model. `--tiny`: 64 synthetic items
+(checks the script in seconds, measures nothing).
 """
 
 from __future__ import annotations
@@ -42,13 +43,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default=str(REPO / "configs" / "convabuse.yaml"))
     parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--tiny", action="store_true", help="64 synthetic items: a smoke run")
     parser.add_argument("--json", help="also write the figures here")
     parser.add_argument("overrides", nargs="*", help="config key=value overrides")
     args = parser.parse_args()
 
     from transformers import AutoTokenizer
 
-    config = load_config(args.config, args.overrides)
+    tiny = []
+    if args.tiny:
+        args.config = str(REPO / "configs" / "synthetic.yaml")
+        tiny = ["data.train={n: 64, seed: 1}", "data.valid=null", "optim.batch_size=8"]
+    config = load_config(args.config, [*tiny, *args.overrides])
     train_set, _ = load_train_valid(config.data, config.seed)
     tokenizer = AutoTokenizer.from_pretrained(resolve_encoder_path(config.model.encoder))
     lengths = np.array(
@@ -74,7 +80,8 @@ def main() -> None:
     report(
         "padding waste (padded / real tokens), training batches",
         {
-            "data": f"{config.name}: {len(lengths)} training items",
+            "data": f"{config.name}: {len(lengths)} training items"
+            + (" (--tiny: measures nothing)" if args.tiny else ""),
             "max_length": config.model.max_length,
             "batch_size": batch,
             "mean_tokens_per_item": float(lengths.mean()),

@@ -1,6 +1,6 @@
 """Scoring throughput of `bayespref score` against a bare no-grad forward of the same model.
 
-    .venv/bin/python bench/score_throughput.py [--items 512] [--batch-size 64] [--bf16]
+    .venv/bin/python bench/score_throughput.py [--items 512] [--batch-size 64] [--bf16] [--tiny]
 
 Ours is `PreferenceModel.score` on (context, response) texts: tokenisation, longest-first
 batching, forward, softmax, expected utility. The bare side gets the same items already
@@ -10,16 +10,21 @@ ours / bare (target >= 0.95). The bare pass runs before and after ours, averaged
 pass over the same items longest first (the batches ours forms) isolates our overhead
 (tokenisation, softmax, scores).
 Data: the ConvAbuse valid CSV when ../shared/data is there, else synthetic pairs.
+`--tiny`: a random 2-layer encoder on 16 synthetic pairs, seconds on a CPU (checks the script,
+measures nothing).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
+from _tiny import tiny_encoder
 from _util import REPO, SHARED_DATA, device, peak_memory_mib, report, reset_peak, synchronize
 
 sys.path.insert(0, str(REPO / "src"))
@@ -36,15 +41,23 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--max-length", type=int, default=128)
     parser.add_argument("--bf16", action="store_true")
+    parser.add_argument("--tiny", action="store_true", help="tiny random encoder: a smoke run")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--json", help="also write the figures here")
     args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.tiny:
+            args.encoder = tiny_encoder(Path(tmp) / "tiny-encoder")
+            args.items, args.batch_size, args.max_length = 16, 8, 32
+        measure(args)
 
+
+def measure(args) -> None:
     dev = device(args.device)
     csv = SHARED_DATA / "convabuse" / "ConvAbuseEMNLPvalid.csv"
     dataset = (
         load_dataset("convabuse", str(csv))
-        if csv.is_file()
+        if csv.is_file() and not args.tiny
         else load_dataset("synthetic", None, n=args.items, seed=0)
     )
     examples = dataset.examples[: args.items]
@@ -96,7 +109,9 @@ def main() -> None:
         "scoring throughput, ours / bare",
         {
             "data": f"{dataset.name}: {len(items)} pairs, max_length {args.max_length}",
-            "encoder": args.encoder,
+            "encoder": "tiny random encoder (--tiny: measures nothing)"
+            if args.tiny
+            else args.encoder,
             "batch size": args.batch_size,
             "precision": "bf16" if args.bf16 else "float32",
             "bare tokens/s": tokens / bare_seconds,
