@@ -16,13 +16,8 @@ import argparse
 import logging
 import sys
 
-# The command modules below import matplotlib, which on a fresh machine builds its font cache
-# and, after 5 s, logs "Matplotlib is building the font cache" (before logging is set up, so
-# Python prints it bare). Nothing the user can act on: only its errors are shown.
-logging.getLogger("matplotlib.font_manager").setLevel(logging.ERROR)
-
-from .. import __version__  # noqa: E402
-from . import calibration, export, generator_eval, preference, studies  # noqa: E402
+from .. import __version__  # the package silences matplotlib's font-cache line on import
+from . import calibration, export, generator_eval, preference, studies
 from .errors import exit_code  # noqa: E402
 
 
