@@ -220,3 +220,45 @@ def test_a_failed_write_leaves_neither_a_temporary_file_nor_a_partial_output(
     monkeypatch.undo()
     with pytest.raises(ConfigError, match="is the input file"):
         score_file(run, pairs, pairs)
+
+
+def test_score_refuses_input_rows_that_already_hold_its_output_fields(tmp_path, run, capsys):
+    """A user's own ``score`` or ``probs`` field would be overwritten: refused with file:line,
+    nothing written."""
+    responses = tmp_path / "responses.jsonl"
+    rows = [{"response": "That sounds hard."}, {"response": "ok", "score": 4, "probs": [1]}]
+    responses.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    out = tmp_path / "scored.jsonl"
+    argv = ["score", "--run", str(run), "--input", str(responses), "--output", str(out)]
+    assert cli_main(argv) == 2
+    line = error_line(capsys, "score")
+    assert f"{responses}:2" in line and "['probs', 'score']" in line
+    assert not out.exists() and not out.with_name(out.name + ".tmp").exists()
+
+
+@pytest.mark.parametrize("context", [0, False, {}, 5])
+def test_score_refuses_a_context_that_is_not_text(tmp_path, run, capsys, context):
+    """A falsy context (0, false, {}) is not quietly taken as "no context"."""
+    responses = tmp_path / "responses.jsonl"
+    responses.write_text(json.dumps({"context": context, "response": "hi"}) + "\n")
+    out = tmp_path / "scored.jsonl"
+    argv = ["score", "--run", str(run), "--input", str(responses), "--output", str(out)]
+    assert cli_main(argv) == 2
+    line = error_line(capsys, "score")
+    assert f"{responses}:1" in line and "'context' must be a string or a list of strings" in line
+
+
+def test_too_few_training_items_for_one_batch_is_one_line(tmp_path, tiny_encoder_dir, capsys):
+    argv = [
+        "train",
+        f"output_dir={tmp_path}",
+        f"model.encoder={tiny_encoder_dir}",
+        "data.train={n: 6, seed: 1}",
+        "data.valid={n: 4, seed: 2}",
+        "optim.batch_size=8",
+        "progress=false",
+    ]
+    assert cli_main(argv) == 2
+    line = error_line(capsys, "train")
+    assert "6 training items are fewer than one global batch of 8" in line
+    assert "optim.batch_size" in line

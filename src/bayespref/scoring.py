@@ -13,10 +13,15 @@ from accelerate import PartialState
 from accelerate.utils import gather_object
 
 from .config import ConfigError
+from .data import JSON_ERRORS, json_problem
+from .data.native import parse_context
 from .data.schema import DataError
 from .model import PreferenceModel, score_distributions
 
 logger = logging.getLogger(__name__)
+
+OUTPUT_FIELDS = ("probs", "score", "expected_utility", "worst_class_prob")
+"""The fields :func:`score_file` adds to each input row."""
 
 
 def read_pairs(path: str | Path) -> list[dict]:
@@ -37,22 +42,26 @@ def read_pairs(path: str | Path) -> list[dict]:
                 continue
             try:
                 obj = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise DataError(
-                    f"invalid JSON: {err.msg} (column {err.colno})", str(path), line_no
-                ) from err
+            except JSON_ERRORS as err:
+                raise DataError(f"invalid JSON: {json_problem(err)}", str(path), line_no) from err
             if not isinstance(obj, dict):
                 raise DataError("each line must be a JSON object", str(path), line_no)
             response = obj.get("response")
             if not isinstance(response, str):
                 raise DataError("missing or non-string 'response'", str(path), line_no)
-            context = obj.get("context") or []
-            if isinstance(context, str):
-                context = [context] if context else []
-            if not isinstance(context, list) or not all(isinstance(t, str) for t in context):
+            written = [field for field in OUTPUT_FIELDS if field in obj]
+            if written:
                 raise DataError(
-                    "'context' must be a string or a list of strings", str(path), line_no
+                    f"the input already has {written}, the fields score writes: rename them "
+                    f"(or score the original file) so that nothing of yours is overwritten",
+                    str(path),
+                    line_no,
                 )
+
+            def fail(problem: str, line: int = line_no) -> DataError:
+                return DataError(problem, str(path), line)
+
+            context = parse_context(obj.get("context"), fail)
             obj.setdefault("id", f"{path.name}:{line_no}")
             obj["context"] = context
             pairs.append(obj)

@@ -54,7 +54,7 @@ from .checkpoint import (
     to_jsonable,
     verify_manifest,
 )
-from .config import OptimConfig, RunConfig, save_config
+from .config import ConfigError, OptimConfig, RunConfig, save_config
 from .safety import (
     GracefulStop,
     NonFiniteError,
@@ -250,9 +250,10 @@ class Trainer:
         world, rank = accelerator.num_processes, accelerator.process_index
         micro_per_epoch = task.num_items // (optim.batch_size * world)
         if micro_per_epoch == 0:
-            raise ValueError(
+            raise ConfigError(
                 f"{task.num_items} training items are fewer than one global batch of "
-                f"{optim.batch_size * world} (optim.batch_size x processes)"
+                f"{optim.batch_size * world} (optim.batch_size x processes): lower "
+                f"optim.batch_size or add data"
             )
         steps_per_epoch = max(1, micro_per_epoch // optim.grad_accum)
         if (spans := optim.grad_accum / micro_per_epoch) > 1:  # grad_accum=1000 on 40 items

@@ -28,6 +28,7 @@ import inspect
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
+from ._common import JSON_ERRORS, json_problem
 from .convabuse import CONVABUSE_BINARY, CONVABUSE_SEVERITY, load_convabuse
 from .hf import load_hf
 from .lewidi import LEWIDI_LABEL_SPACES, load_lewidi
@@ -138,6 +139,7 @@ def _loader(format: str) -> Callable[..., AnnotatedDataset]:
 
 
 __all__ = [
+    "JSON_ERRORS",
     "LABEL_SPACE_EXAMPLE",
     "LABEL_SPACE_KEYS",
     "OPTION_EXAMPLES",
@@ -159,6 +161,7 @@ __all__ = [
     "as_label_space",
     "default_annotator_pool",
     "empirical_distribution",
+    "json_problem",
     "load_convabuse",
     "load_dataset",
     "load_hf",
