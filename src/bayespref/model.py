@@ -29,6 +29,7 @@ from .adapters import base_model, wrap_peft
 from .checkpoint import MANIFEST, latest_checkpoint, verify_manifest
 from .config import ConfigError, ModelConfig, PeftConfig
 from .data.schema import DataError, LabelSpace
+from .hf_export import PretrainedExport
 from .lm import require_pretrained
 
 logger = logging.getLogger(__name__)
@@ -67,7 +68,7 @@ def join_context(context: Sequence[str] | str | None, separator: str) -> str:
     return f" {separator} ".join(turn for turn in context if turn)
 
 
-class PreferenceModel(nn.Module):
+class PreferenceModel(PretrainedExport, nn.Module):
     """Encoder + pooling + MLP head; ``forward`` returns logits of shape (B, C) only."""
 
     def __init__(

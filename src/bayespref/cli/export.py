@@ -6,6 +6,7 @@ import argparse
 from typing import Any
 
 from ..export import PROMPT_FORMATS, STRATEGIES, export_pairs
+from . import export_model
 
 
 def export_pairs_main(args: argparse.Namespace) -> int:
@@ -43,4 +44,5 @@ def make_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="text: plain strings; conversational: lists of chat messages",
     )
     parser.set_defaults(func=export_pairs_main)
+    export_model.make_parser(subparsers)  # export-model: a folder transformers loads
     return parser
