@@ -19,6 +19,8 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from . import metrics as metrics_lib
+from .annotator_metrics import class_ranks, perspectivist_metrics
+from .annotators import annotator_objective, pad_rows
 from .config import load_config
 from .data.priors import empirical_distribution, majority_label, smoothed_prior
 from .data.schema import AnnotatedDataset, require_same_classes
@@ -35,6 +37,10 @@ class EncodedSplit:
 
     ``prior``: smoothed annotator distribution p (N, C), the training target;
     ``empirical``: unsmoothed t (N, C), the evaluation target; ``labels``: majority (N,).
+    Where the data name annotators: ``annotator_ids`` and ``annotator_labels`` per item (an
+    item without ids: empty lists), ``annotator_slots`` the model's slots for them
+    (annotator-aware models only); ``class_ranks`` the ordinal rank of each class (None when
+    utilities tie).
     """
 
     name: str
@@ -46,6 +52,10 @@ class EncodedSplit:
     true_distribution: np.ndarray | None
     pad_token_id: int
     features: np.ndarray | None = None  # (N, H) pooled features of a frozen encoder
+    annotator_ids: list[list[str]] | None = None
+    annotator_labels: list[list[int]] | None = None
+    annotator_slots: list[list[int]] | None = None
+    class_ranks: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.items)
@@ -62,7 +72,17 @@ class EncodedSplit:
             batch = collate_encoded([self.items[i] for i in indices], self.pad_token_id)
         batch["prior"] = torch.as_tensor(self.prior[indices], dtype=torch.float32)
         batch["labels"] = torch.as_tensor(self.labels[indices], dtype=torch.long)
+        if self.annotator_slots is not None and self.annotator_labels is not None:
+            batch["annotators"] = pad_rows([self.annotator_slots[i] for i in indices])  # (B, K)
+            batch["annotator_labels"] = pad_rows([self.annotator_labels[i] for i in indices])
         return batch
+
+    def annotations(self) -> tuple[np.ndarray, np.ndarray]:
+        """Every (item, label) annotation, flattened: ``item_of`` (M,), ``labels`` (M,)."""
+        rows = self.annotator_labels or []
+        item_of = np.repeat(np.arange(len(rows)), [len(r) for r in rows]).astype(np.int64)
+        labels = np.asarray([lab for r in rows for lab in r], dtype=np.int64)
+        return item_of, labels
 
 
 def encode_split(
@@ -93,6 +113,9 @@ def encode_split(
         features = compute_features(
             model, items, pad_token_id, cache_dir=model.config.feature_cache, progress=progress
         )
+    annotated = any(ex.annotations for ex in dataset.examples)
+    who = [[a for a, _ in ex.annotations or []] for ex in dataset.examples] if annotated else None
+    vocabulary = getattr(model, "vocabulary", None)
     return EncodedSplit(
         name=name or dataset.name,
         ids=[ex.id for ex in dataset.examples],
@@ -105,10 +128,23 @@ def encode_split(
         true_distribution=dataset.true_distributions(),
         pad_token_id=pad_token_id,
         features=features,
+        annotator_ids=who,
+        annotator_labels=(
+            [[c for _, c in ex.annotations or []] for ex in dataset.examples] if annotated else None
+        ),
+        annotator_slots=[vocabulary.slots(w) for w in who] if who and vocabulary else None,
+        class_ranks=class_ranks(space.utilities),
     )
 
 
-MODEL_INPUTS = ("input_ids", "attention_mask", "response_mask", "token_type_ids", "features")
+MODEL_INPUTS = (
+    "input_ids",
+    "attention_mask",
+    "response_mask",
+    "token_type_ids",
+    "features",
+    "annotators",
+)
 
 
 def model_inputs(batch: dict[str, Tensor], device) -> dict[str, Tensor]:
@@ -177,6 +213,65 @@ def objective_from_logits(
     return total / max(count, 1)
 
 
+@torch.no_grad()
+def annotation_predictions(
+    model, split: EncodedSplit, batch_size: int, q: np.ndarray | None = None
+) -> np.ndarray:
+    """Each annotation's predicted distribution ``q_a(. | x_i)`` (M, C), in the order of
+    :meth:`EncodedSplit.annotations`: an annotator-aware model's slot for that annotator
+    (pooled for rare and unseen ones), else the item's ``q`` (given, or predicted here)."""
+    item_of, _ = split.annotations()
+    if split.annotator_slots is None:
+        q = predict_split(model, split, batch_size) if q is None else q
+        return q[item_of]
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    out = []
+    try:
+        for start in range(0, len(split), batch_size):
+            indices = np.arange(start, min(start + batch_size, len(split)))
+            batch = split.batch(indices)
+            inputs = model_inputs(batch, device)
+            inputs.pop("annotators")
+            log_q = model(**inputs, slots=batch["annotators"].clamp_min(0).to(device))
+            present = (batch["annotator_labels"] >= 0).to(device)  # (B, K)
+            out.append(log_q[present].float().exp().cpu())  # (m, C), item then annotator order
+    finally:
+        model.train(was_training)
+    if not out:
+        return np.zeros((0, split.prior.shape[1]))
+    return torch.cat(out).double().numpy()
+
+
+@torch.no_grad()
+def annotator_objective_on_split(model, split: EncodedSplit, batch_size: int) -> float:
+    """Mean over items of the annotator cross-entropy (the annotator-aware training loss)."""
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    total = 0.0
+    try:
+        for start in range(0, len(split), batch_size):
+            indices = np.arange(start, min(start + batch_size, len(split)))
+            total += float(annotator_objective(model, split.batch(indices), device).sum())
+    finally:
+        model.train(was_training)
+    return total / max(len(split), 1)
+
+
+def annotator_results(
+    model, split: EncodedSplit, q: np.ndarray, batch_size: int
+) -> dict[str, float]:
+    """The perspectivist metrics and ``wasserstein`` of :mod:`bayespref.annotator_metrics`
+    that apply to ``split`` (none without annotator ids and without an ordinal scale)."""
+    item_of, labels = split.annotations()
+    q_annotations = annotation_predictions(model, split, batch_size, q)
+    return perspectivist_metrics(
+        q_annotations, labels, split.labels[item_of], split.class_ranks, q=q, t=split.empirical
+    )
+
+
 def objective_on_split(
     model,
     split: EncodedSplit,
@@ -207,6 +302,7 @@ def evaluate_split(
     results = metrics_lib.compute_metrics(
         q, split.empirical, split.labels, true_distribution=split.true_distribution
     )
+    results.update(annotator_results(model, split, q, batch_size))
     if objective is not None:
         results["loss"] = objective_from_logits(
             logits, split, objective, objective_batch_size or batch_size

@@ -26,6 +26,7 @@ from torch import Tensor, nn
 from transformers import AutoConfig, AutoModel, AutoTokenizer
 
 from .adapters import base_model, wrap_peft
+from .annotators import AnnotatorVocabulary, make_head
 from .checkpoint import MANIFEST, latest_checkpoint, verify_manifest
 from .config import ConfigError, ModelConfig, PeftConfig
 from .data.schema import DataError, LabelSpace
@@ -69,7 +70,11 @@ def join_context(context: Sequence[str] | str | None, separator: str) -> str:
 
 
 class PreferenceModel(PretrainedExport, nn.Module):
-    """Encoder + pooling + MLP head; ``forward`` returns logits of shape (B, C) only."""
+    """Encoder + pooling + MLP head; ``forward`` returns logits of shape (B, C) only.
+
+    ``config.kind`` annotator-heads|annotator-embeddings: an annotator-aware head
+    (:mod:`bayespref.annotators`; logits = ``log q`` of the crowd mixture).
+    """
 
     def __init__(
         self,
@@ -78,6 +83,7 @@ class PreferenceModel(PretrainedExport, nn.Module):
         label_space: LabelSpace,
         config: ModelConfig,
         peft: PeftConfig | None = None,
+        vocabulary: AnnotatorVocabulary | None = None,
     ):
         super().__init__()
         self.encoder = encoder
@@ -86,14 +92,8 @@ class PreferenceModel(PretrainedExport, nn.Module):
         self.config = config
         self.peft = peft if peft is not None else PeftConfig()
         hidden = _hidden_size(encoder)
-        head_hidden = config.head_hidden or hidden
-        self.head = nn.Sequential(
-            nn.Dropout(config.dropout),
-            nn.Linear(hidden, head_hidden),
-            nn.GELU(),
-            nn.Dropout(config.dropout),
-            nn.Linear(head_hidden, label_space.num_classes),
-        )
+        self.vocabulary = vocabulary if config.kind != "single" else None
+        self.head = make_head(config, hidden, label_space.num_classes, self.vocabulary)
         if config.freeze_encoder:
             self.encoder.requires_grad_(False)
             self.encoder.eval()
@@ -113,7 +113,11 @@ class PreferenceModel(PretrainedExport, nn.Module):
 
     @classmethod
     def build(
-        cls, config: ModelConfig, label_space: LabelSpace, peft: PeftConfig | None = None
+        cls,
+        config: ModelConfig,
+        label_space: LabelSpace,
+        peft: PeftConfig | None = None,
+        vocabulary: AnnotatorVocabulary | None = None,
     ) -> PreferenceModel:
         """A fresh model on a pretrained encoder (any Hugging Face encoder name or path), with
         the encoder wrapped in ``peft`` adapters when asked.
@@ -133,7 +137,7 @@ class PreferenceModel(PretrainedExport, nn.Module):
                 f"({limit} tokens): set model.max_length={limit} or less"
             )
         encoder = wrap_peft(_drop_pooler(encoder), peft, "feature-extraction")
-        return cls(encoder, tokenizer, label_space, config, peft)
+        return cls(encoder, tokenizer, label_space, config, peft, vocabulary)
 
     @classmethod
     def from_run(
@@ -184,7 +188,10 @@ class PreferenceModel(PretrainedExport, nn.Module):
             require_pretrained(path, "model.encoder (the run's frozen encoder)")
             encoder = AutoModel.from_pretrained(path, trust_remote_code=config.trust_remote_code)
             encoder = _drop_pooler(encoder)
-        model = cls(encoder, tokenizer, label_space, config, peft)
+        vocabulary = (
+            AnnotatorVocabulary.from_dict(meta["annotators"]) if "annotators" in meta else None
+        )
+        model = cls(encoder, tokenizer, label_space, config, peft, vocabulary)
         model.load_weights(folder / MODEL_FILE)
         model.eval()
         return model
@@ -207,6 +214,7 @@ class PreferenceModel(PretrainedExport, nn.Module):
             "peft": asdict(self.peft),
             "label_space": self.label_space.to_dict(),
             "weights": "head" if self.head_only else "all",
+            **({"annotators": self.vocabulary.to_dict()} if self.vocabulary else {}),
         }
         (folder / MODEL_META).write_text(json.dumps(meta, indent=2), encoding="utf-8")
 
@@ -236,8 +244,11 @@ class PreferenceModel(PretrainedExport, nn.Module):
         response_mask: Tensor | None = None,
         token_type_ids: Tensor | None = None,
         features: Tensor | None = None,
+        annotators: Tensor | None = None,
+        slots: Tensor | None = None,
     ) -> Tensor:
         """``input_ids``, ``attention_mask``, ``response_mask``: (B, T). Returns logits (B, C).
+        Annotator-aware heads take ``annotators`` or ``slots`` (see :mod:`bayespref.annotators`).
 
         ``attention_mask`` is 1 on real tokens and 0 on padding (the reference code built it as
         ``input_ids == pad``, the inverse; see tests). ``features`` (B, H), pooled encoder
@@ -249,7 +260,9 @@ class PreferenceModel(PretrainedExport, nn.Module):
             features = self.pooled_features(
                 input_ids, attention_mask, response_mask, token_type_ids
             )  # (B, H)
-        return self.head(features)  # (B, C)
+        if self.vocabulary is None:
+            return self.head(features)  # (B, C)
+        return self.head(features, annotators, slots)
 
     def pooled_features(
         self,

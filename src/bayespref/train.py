@@ -21,11 +21,18 @@ from torch import Tensor
 from torch.distributed.nn.functional import all_gather
 
 from . import metrics as metrics_lib
+from .annotators import AnnotatorVocabulary, annotator_objective
 from .batching import forward_in_chunks
 from .config import LossConfig, TrainConfig
 from .data.schema import AnnotatedDataset
 from .data.splits import load_train_valid, training_prior
-from .evaluation import EncodedSplit, constant_predictor_metrics, encode_split, evaluate_split
+from .evaluation import (
+    EncodedSplit,
+    annotator_objective_on_split,
+    constant_predictor_metrics,
+    encode_split,
+    evaluate_split,
+)
 from .losses import LOSSES, MarginalEMA
 from .model import PreferenceModel
 from .trainer import Backward, Trainer
@@ -117,9 +124,11 @@ class PreferenceTask:
         )
         # bars of feature encoding and evaluation: on a terminal (None), never with progress=false
         self.progress = None if config.progress and accelerator.is_main_process else False
-        gather = global_batch_gather(accelerator)
-        self.train_objective = make_objective(config.loss, ema, training=True, gather=gather)
-        self.eval_objective = make_objective(config.loss, ema, training=False)
+        self.annotator_aware = config.model.annotator_aware  # loss: annotator_objective
+        if not self.annotator_aware:
+            gather = global_batch_gather(accelerator)
+            self.train_objective = make_objective(config.loss, ema, training=True, gather=gather)
+            self.eval_objective = make_objective(config.loss, ema, training=False)
 
     def forward_backward(
         self, model: torch.nn.Module, micro_batches: list[np.ndarray], backward: Backward
@@ -139,12 +148,18 @@ class PreferenceTask:
         for group in groups:
             batch = self.train_split.batch(np.concatenate(group))
             with self.accelerator.autocast():  # random items, forwarded in length-sorted chunks
-                logits = forward_in_chunks(model, batch, device, waste)  # (sum of B, C)
+                if self.annotator_aware:  # per item (sum of B,): one padded pass
+                    per_item = annotator_objective(model, batch, device)
+                else:
+                    logits = forward_in_chunks(model, batch, device, waste)  # (sum of B, C)
             loss = torch.zeros((), device=device)
             start = 0
             for indices in group:  # each micro-batch's loss over its own rows: (B,)
                 rows = slice(start, start + len(indices))
                 start += len(indices)
+                if self.annotator_aware:
+                    loss = loss + per_item[rows].mean() / accumulation
+                    continue
                 losses = self.train_objective(
                     logits[rows].float(),
                     batch["prior"][rows].to(device),
@@ -160,10 +175,13 @@ class PreferenceTask:
             model,
             self.valid_split,
             batch_size=self.config.eval_batch_size,
-            objective=self.eval_objective,
+            objective=None if self.annotator_aware else self.eval_objective,
             objective_batch_size=self.config.optim.batch_size,
             progress=self.progress,
         )
+        if self.annotator_aware:
+            batch_size = self.config.eval_batch_size
+            results["loss"] = annotator_objective_on_split(model, self.valid_split, batch_size)
         return results
 
     def item_ids(self, indices: np.ndarray) -> list:
@@ -205,7 +223,12 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
     with trainer:
         # ---- data and model
         train_set, valid_set = load_train_valid(config.data, config.seed)
-        model = PreferenceModel.build(config.model, train_set.label_space, config.peft)
+        vocabulary = None
+        if config.model.annotator_aware:
+            vocabulary = AnnotatorVocabulary.from_dataset(
+                train_set, config.model.min_annotator_labels
+            )
+        model = PreferenceModel.build(config.model, train_set.label_space, config.peft, vocabulary)
         prior = training_prior(train_set, config.data)
         bars = None if config.progress and accelerator.is_main_process else False
         train_split = encode_split(model, train_set, config.data.alpha, "train", prior, bars)

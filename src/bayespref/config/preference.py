@@ -8,11 +8,15 @@ import importlib.util
 import os
 from typing import Any, ClassVar
 
+from ..annotator_losses import ANNOTATOR_LOSS
 from ..data import LOADERS, as_label_space, loader_option_problem, loader_options
 from ..losses import LOSSES
 from ..metrics import METRICS
 from .core import ConfigError, field_help, load_yaml
 from .shared import OptimConfig, PeftConfig, RunConfig
+
+MODEL_KINDS = ("single", "annotator-heads", "annotator-embeddings")
+"""``model.kind``: one MLP head (``single``) or an annotator-aware head (:mod:`bayespref.annotators`)."""
 
 
 @dataclasses.dataclass
@@ -98,6 +102,19 @@ class ModelConfig:
         "folder that caches frozen-encoder features across runs (freeze_encoder only); null: "
         "features are computed in memory for each run",
     )
+    kind: str = field_help(
+        "single",
+        "single (one head: the item's distribution) | annotator-heads (one output layer per "
+        "annotator on a shared trunk) | annotator-embeddings (an annotator embedding joined to "
+        "the pooled features); annotator-aware kinds need annotator ids and loss.name="
+        f"{ANNOTATOR_LOSS}, and predict the crowd as the mixture of its annotators",
+    )
+    min_annotator_labels: int = field_help(
+        10,
+        "annotator-aware kinds: annotators with fewer training labels than this (and "
+        "annotators unseen in training) share the pooled head, trained on every label",
+    )
+    annotator_dim: int = field_help(32, "annotator-embeddings: width of the annotator embedding")
 
     RENAMED_KEYS: ClassVar[dict[str, str]] = {
         "peft": "renamed: use peft.method (a section of its own, shared with calibration)",
@@ -118,18 +135,35 @@ class ModelConfig:
             raise ConfigError(f"model.dropout must be in [0, 1), got {self.dropout}")
         if self.head_hidden is not None and self.head_hidden < 1:
             raise ConfigError(f"model.head_hidden must be >= 1 or null, got {self.head_hidden}")
+        if self.kind not in MODEL_KINDS:
+            raise ConfigError(f"model.kind must be one of {list(MODEL_KINDS)}, got {self.kind!r}")
+        if self.min_annotator_labels < 1:
+            raise ConfigError(
+                f"model.min_annotator_labels must be >= 1, got {self.min_annotator_labels}"
+            )
+        if self.annotator_dim < 1:
+            raise ConfigError(f"model.annotator_dim must be >= 1, got {self.annotator_dim}")
+
+    @property
+    def annotator_aware(self) -> bool:
+        return self.kind != "single"
 
 
 @dataclasses.dataclass
 class LossConfig:
-    name: str = field_help("forward-kl", f"one of {sorted(LOSSES)}")
+    name: str = field_help(
+        "forward-kl",
+        f"one of {sorted(LOSSES)}, or {ANNOTATOR_LOSS} (the cross-entropy of each (item, "
+        "annotator, label) triple; with model.kind=annotator-heads|annotator-embeddings)",
+    )
     normaliser: str = field_help("batch", "class marginal m for d-PM losses: batch | ema")
     ema_beta: float = field_help(0.99, "EMA decay when normaliser=ema")
     detach_target: bool = field_help(False, "stop the gradient through the posterior target r")
 
     def __post_init__(self):
-        if self.name not in LOSSES:
-            raise ConfigError(f"loss.name must be one of {sorted(LOSSES)}, got {self.name!r}")
+        if self.name not in LOSSES and self.name != ANNOTATOR_LOSS:
+            names = [*sorted(LOSSES), ANNOTATOR_LOSS]
+            raise ConfigError(f"loss.name must be one of {names}, got {self.name!r}")
         if self.normaliser not in ("batch", "ema"):
             raise ConfigError(f"loss.normaliser must be batch|ema, got {self.normaliser!r}")
         if not 0.0 <= self.ema_beta < 1.0:
@@ -191,6 +225,16 @@ class TrainConfig(RunConfig):
             raise ConfigError(f"mixed_precision must be no|bf16|fp16, got {self.mixed_precision!r}")
         if self.model.freeze_encoder and self.peft.method != "none":
             raise ConfigError("model.freeze_encoder trains the head only: set peft.method=none")
+        if self.model.annotator_aware and self.loss.name != ANNOTATOR_LOSS:
+            raise ConfigError(
+                f"model.kind={self.model.kind} trains on each annotator's labels: set "
+                f"loss.name={ANNOTATOR_LOSS} (got loss.name={self.loss.name})"
+            )
+        if self.loss.name == ANNOTATOR_LOSS and not self.model.annotator_aware:
+            raise ConfigError(
+                f"loss.name={ANNOTATOR_LOSS} needs an annotator-aware model: set "
+                "model.kind=annotator-heads or model.kind=annotator-embeddings"
+            )
         selectable = sorted(
             ["loss"] + [m for m, spec in METRICS.items() if spec.higher_is_better is not None]
         )
