@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -63,6 +64,7 @@ def test_shipped_study_has_every_row_and_dataset():
     for loss in ("forward-kl", "reverse-kl", "jsd", "soft", "majority"):
         assert loss in rows
     assert "soft+dawid-skene" in rows
+    assert {"annotator-heads", "annotator-embeddings"} <= rows
     assert {c.dataset.name for c in cells} >= {
         "synthetic",
         "convabuse",
@@ -120,7 +122,12 @@ def test_quick_study_end_to_end_cached_and_resumed(quick_study, monkeypatch):
     for row in rows:
         assert f"`{row}`" in report
     assert "temperature-scaled" in report and "git commit" in report and "kl_true" in report
-    assert {"soft+dawid-skene", "forward-kl+detached"} <= set(rows)
+    assert {"soft+dawid-skene", "forward-kl+detached", "annotator-heads"} <= set(rows)
+    heads = [c for c in cells if c.row == "annotator-heads"]
+    assert all(c.config().model.kind == "annotator-heads" for c in heads)
+    cached = json.loads((heads[0].config().run_dir / study_lib.EVAL_FILE).read_text())
+    for key in ("annotator_error", "annotator_error_majority", "wasserstein", "kl_true"):
+        assert np.isfinite(cached["raw"][key]), key
     assert {p.stem for p in result.plots} >= {
         "synthetic-validation",
         "synthetic-objectives",
@@ -172,7 +179,6 @@ def test_interval_over_seeds_in_the_results(quick_study):
     assert "synthetic-batch-sensitivity" in {p.stem for p in result.plots}
     assert "forward-kl+ema-bs8" in result.table["synthetic"]
     cells = [c for c in build_cells(study, train_overrides) if c.group == "main"]
-    import json
 
     values = [
         json.loads((c.config().run_dir / study_lib.EVAL_FILE).read_text())["raw"]["soft_ce"]

@@ -31,10 +31,11 @@ import torch
 from tqdm.auto import tqdm
 
 from .. import metrics as metrics_lib
+from ..annotator_metrics import ANNOTATOR_METRICS
 from ..config import TrainConfig, to_dict
 from ..data.schema import AnnotatedDataset
 from ..data.splits import load_split, load_train_valid
-from ..evaluation import encode_split, predict_logits
+from ..evaluation import annotator_results, encode_split, predict_logits
 from ..model import PreferenceModel
 from ..safety import TrainingInterrupted
 from ..stats import t_interval
@@ -166,6 +167,7 @@ def evaluate_cell(cell: Cell, study: StudyConfig, force: bool = False) -> dict |
         "best_step": summary.get("best_step"),
         "steps": summary.get("steps"),
         "test": _test_fingerprint(cell, config),
+        "metrics": 2,  # 2: with the perspectivist metrics and wasserstein (issue 14)
     }
     cache = run_dir / EVAL_FILE
     if cache.is_file() and not force:
@@ -191,9 +193,11 @@ def evaluate_cell(cell: Cell, study: StudyConfig, force: bool = False) -> dict |
     }
     for kind, t in (("raw", 1.0), ("scaled", temperature)):
         q = torch.softmax(torch.as_tensor(test_logits, dtype=torch.float64) / t, -1).numpy()
-        out[kind] = metrics_lib.compute_metrics(
+        results = metrics_lib.compute_metrics(
             q, test.empirical, test.labels, true_distribution=test.true_distribution
         )
+        results.update(annotator_results(model, test, q, study.eval_batch_size))
+        out[kind] = results
     write_json(cache, out, indent=2)
     return out
 
@@ -215,7 +219,9 @@ def aggregate(cells: list[Cell], results: dict[str, dict]) -> dict:
         for row, seeds in rows.items():
             entry: dict[str, Any] = {}
             for kind in ("raw", "scaled"):
-                names = [m for m in metrics_lib.METRICS if m in seeds[0][kind]]
+                names = [
+                    m for m in [*metrics_lib.METRICS, *ANNOTATOR_METRICS] if m in seeds[0][kind]
+                ]
                 entry[kind] = {
                     m: (*t_interval([s[kind].get(m) for s in seeds]), len(seeds)) for m in names
                 }

@@ -54,9 +54,18 @@ class RowSpec:
     variant: str | None = field_help(None, "variant name (null: the loss as configured)")
     datasets: list | None = field_help(None, "data sets this row runs on (null: all)")
     seeds: list | None = field_help(None, "seeds of this row (null: the study's seeds)")
+    title: str | None = field_help(
+        None, "the row's name in folders and the report (null: <loss>+<variant>)"
+    )
+
+    def __post_init__(self):
+        if self.title is not None and (not self.title or "/" in self.title):
+            raise ConfigError(f"rows[].title must be a plain name (no /), got {self.title!r}")
 
     @property
     def name(self) -> str:
+        if self.title is not None:
+            return self.title
         return self.loss if self.variant is None else f"{self.loss}+{self.variant}"
 
 
