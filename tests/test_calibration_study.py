@@ -23,7 +23,7 @@ from bayespref.studies.calibration_study_config import (
     load_calibration_study,
 )
 from bayespref.studies.common import StudyError
-from tiny_lm import save_tiny_llama
+from bayespref.testing import save_tiny_llama
 
 REPO = Path(__file__).resolve().parents[1]
 STUDY = REPO / "configs" / "calibration-study.yaml"

@@ -21,7 +21,7 @@ from bayespref.export import (
     ranked_candidates,
 )
 from bayespref.lm import chat_messages, plain_prompt
-from tiny_lm import save_tiny_llama
+from bayespref.testing import save_tiny_llama
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: see conftest
 

@@ -32,7 +32,7 @@ from bayespref.generator_eval import (
 )
 from bayespref.judges import OracleJudge, PreferenceModelJudge, load_judge
 from bayespref.lm import chat_messages, gold_nll, load_generator
-from tiny_lm import save_tiny_llama
+from bayespref.testing import save_tiny_llama
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: see conftest
 
