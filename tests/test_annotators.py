@@ -22,6 +22,7 @@ from bayespref.config import ConfigError, ModelConfig, load_config
 from bayespref.data.schema import AnnotatedDataset, AnnotatedExample, DataError, LabelSpace
 from bayespref.evaluation import encode_split, evaluate_run, evaluate_split
 from bayespref.model import PreferenceModel
+from bayespref.scoring import score_file
 from bayespref.train import train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -233,3 +234,20 @@ def test_annotator_run_trains_evaluates_and_scores_end_to_end(tmp_path, tiny_enc
     q = model.predict_proba([["I failed my exam."]], ["That sounds hard."])
     assert q.shape == (1, 3) and q.sum() == pytest.approx(1.0)
     assert Path(config.run_dir / "checkpoint" / "best" / "model.safetensors").is_file()
+
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text(json.dumps({"context": "hi", "response": "Tell me more?"}) + "\n")
+    assert score_file(config.run_dir, pairs, tmp_path / "scored.jsonl", per_annotator=True) == 1
+    row = json.loads((tmp_path / "scored.jsonl").read_text())
+    assert model.vocabulary is not None
+    assert list(row["annotator_probs"]) == ["<pooled>", *model.vocabulary.ids]
+    per_slot = np.array([list(q.values()) for q in row["annotator_probs"].values()])  # (S, C)
+    population = model.vocabulary.weights @ per_slot  # unknown annotators: the weighted mixture
+    assert list(row["probs"].values()) == pytest.approx(population.tolist(), abs=1e-5)
+
+
+def test_per_annotator_scores_need_an_annotator_aware_run(tmp_path, pm_run):
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text(json.dumps({"context": "hi", "response": "Tell me more?"}) + "\n")
+    with pytest.raises(ConfigError, match=r"per-annotator predictions need a run trained with"):
+        score_file(pm_run, pairs, tmp_path / "scored.jsonl", per_annotator=True)

@@ -20,7 +20,7 @@ from .model import PreferenceModel, score_distributions
 
 logger = logging.getLogger(__name__)
 
-OUTPUT_FIELDS = ("probs", "score", "expected_utility", "worst_class_prob")
+OUTPUT_FIELDS = ("probs", "score", "expected_utility", "worst_class_prob", "annotator_probs")
 """The fields :func:`score_file` adds to each input row."""
 
 
@@ -90,6 +90,39 @@ def check_output_path(output_path: Path, input_path: Path) -> None:
         )
 
 
+@torch.no_grad()
+def annotator_probabilities(
+    model: PreferenceModel, contexts: list, responses: list[str], batch_size: int = 64
+) -> np.ndarray:
+    """Every annotator slot's ``q_a(l | x)`` (N, S, C) of an annotator-aware model, in the
+    order of ``model.vocabulary`` (slot 0: the pooled head of rare and unseen annotators).
+    A model without annotator slots is a :class:`ConfigError`."""
+    vocabulary = model.vocabulary
+    if vocabulary is None:
+        raise ConfigError(
+            "per-annotator predictions need a run trained with model.kind=annotator-heads or "
+            "annotator-embeddings"
+        )
+    model.predict_proba(contexts[:1], responses[:1])  # the same checks of the pairs
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    out = []
+    try:
+        for start in range(0, len(responses), batch_size):
+            batch = model.encode(
+                contexts[start : start + batch_size], responses[start : start + batch_size]
+            )
+            slots = torch.arange(vocabulary.num_slots).expand(len(batch["input_ids"]), -1)
+            inputs = {k: v.to(device) for k, v in batch.items()}
+            out.append(model(**inputs, slots=slots.to(device)).float().exp().cpu().numpy())
+    finally:
+        model.train(was_training)
+    if not out:
+        return np.zeros((0, vocabulary.num_slots, model.label_space.num_classes))
+    return np.concatenate(out)
+
+
 def score_file(
     run: str | Path,
     input_path: str | Path,
@@ -97,11 +130,15 @@ def score_file(
     rule: str = "expected-utility",
     batch_size: int = 64,
     checkpoint: str = "best",
+    per_annotator: bool = False,
 ) -> int:
     """Write each input pair with its class distribution and preference score; returns N.
 
     Output fields: the input fields, ``probs`` {class: q}, ``score`` (higher = preferred, under
-    ``rule``), ``expected_utility`` and ``worst_class_prob``.
+    ``rule``), ``expected_utility`` and ``worst_class_prob``. An annotator-aware run's ``probs``
+    is the crowd distribution of unknown annotators (the population mixture); with
+    ``per_annotator=True`` each row also gets ``annotator_probs`` {annotator id: {class: q_a}}
+    (``<pooled>``: rare and unseen annotators), computed by each process for every pair.
 
     Under ``torchrun``/``accelerate launch`` each process scores a contiguous share of the pairs
     and the main process writes them all, in input order: the same file as one process writes.
@@ -111,6 +148,10 @@ def score_file(
     state = PartialState(cpu=not torch.cuda.is_available())
     model = PreferenceModel.from_run(run, checkpoint=checkpoint).to(state.device)
     pairs = read_pairs(input_path)
+    per_slot = None
+    if per_annotator:
+        contexts, responses = [p["context"] for p in pairs], [p["response"] for p in pairs]
+        per_slot = annotator_probabilities(model, contexts, responses, batch_size)  # (N, S, C)
     space = model.label_space
     with state.split_between_processes(list(range(len(pairs)))) as share:
         with torch.inference_mode():
@@ -142,6 +183,11 @@ def score_file(
                 row["score"] = float(scores[i])
                 row["expected_utility"] = float(utility[i])
                 row["worst_class_prob"] = float(worst[i])
+                if per_slot is not None and model.vocabulary is not None:
+                    row["annotator_probs"] = {
+                        model.vocabulary.slot_name(a): dict(zip(space.names, map(float, qa)))
+                        for a, qa in enumerate(per_slot[i])
+                    }
                 fh.write(json.dumps(row, ensure_ascii=False) + "\n")
         tmp.replace(output_path)
     except BaseException:  # a full disk, an interrupt: no half-written file is left behind

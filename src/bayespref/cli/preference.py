@@ -151,6 +151,7 @@ def cmd_score(args: argparse.Namespace) -> int:
         rule=args.rule,
         batch_size=args.batch_size,
         checkpoint=args.checkpoint,
+        per_annotator=args.per_annotator,
     )
     print(f"scored {n} pairs -> {args.output}")
     return 0
@@ -191,5 +192,10 @@ def make_parser(sub) -> None:
         "--rule", default="expected-utility", choices=["expected-utility", "worst-class"]
     )
     p.add_argument("--checkpoint", default="best", help="best | last")
+    p.add_argument(
+        "--per-annotator",
+        action="store_true",
+        help="annotator-aware runs: add annotator_probs (each annotator's q)",
+    )
     p.add_argument("--batch-size", type=int, default=64)
     p.set_defaults(func=cmd_score)
