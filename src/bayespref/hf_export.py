@@ -107,6 +107,7 @@ def to_hf(model: Any) -> BayesPrefForSequenceClassification:
             "model": asdict(model.config),
             "label_space": label_space.to_dict(),
             "kind": type(model).__name__,
+            "state": model.export_state(),
         },
         num_labels=num_labels,
         id2label=dict(enumerate(names)),
@@ -197,7 +198,19 @@ def read_pretrained(
 class PretrainedExport:
     """``save_pretrained`` / ``from_pretrained`` for a model with ``encoder``, ``head``,
     ``tokenizer``, ``label_space``, ``config`` and ``peft`` attributes, built as
-    ``cls(encoder, tokenizer, label_space, config)``."""
+    ``cls(encoder, tokenizer, label_space, config)``. Scalar parameters outside the encoder
+    and head (a reward model's tie parameter) travel in ``config.json`` (:meth:`export_state`)."""
+
+    def export_state(self) -> dict[str, float]:
+        """Scalar parameters, by attribute name, kept in ``config.json`` (none by default)."""
+        return {}
+
+    def load_export_state(self, state: dict[str, float]) -> None:
+        """Set the scalar parameters :meth:`export_state` wrote."""
+        for name, value in state.items():
+            parameter = getattr(self, name)
+            with torch.no_grad():
+                parameter.fill_(float(value))
 
     def save_pretrained(self, folder: str | os.PathLike) -> Path:
         """Write a folder transformers loads without bayespref (:func:`write_pretrained`)."""
@@ -206,7 +219,7 @@ class PretrainedExport:
     @classmethod
     def from_pretrained(cls, folder: str | os.PathLike, trust_remote_code: bool = False) -> Any:
         """Load a folder written by :meth:`save_pretrained` (safetensors and JSON only)."""
-        encoder, tokenizer, label_space, model_config, _ = read_pretrained(
+        encoder, tokenizer, label_space, model_config, raw = read_pretrained(
             folder, trust_remote_code
         )
         builder: Any = cls
@@ -214,6 +227,9 @@ class PretrainedExport:
         missing, unexpected = load_model(
             model, str(Path(folder) / "model.safetensors"), strict=False
         )
+        state = raw["bayespref"].get("state", {})
+        missing = [name for name in missing if name not in state]
+        model.load_export_state(state)
         if missing or unexpected:
             raise ConfigError(
                 f"{folder}/model.safetensors does not match its config.json: missing "

@@ -18,6 +18,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -91,7 +92,7 @@ class PreferenceModel(PretrainedExport, nn.Module):
         self.label_space = label_space
         self.config = config
         self.peft = peft if peft is not None else PeftConfig()
-        hidden = _hidden_size(encoder)
+        hidden = hidden_size(encoder)
         self.vocabulary = vocabulary if config.kind != "single" else None
         self.head = make_head(config, hidden, label_space.num_classes, self.vocabulary)
         if config.freeze_encoder:
@@ -120,23 +121,9 @@ class PreferenceModel(PretrainedExport, nn.Module):
         vocabulary: AnnotatorVocabulary | None = None,
     ) -> PreferenceModel:
         """A fresh model on a pretrained encoder (any Hugging Face encoder name or path), with
-        the encoder wrapped in ``peft`` adapters when asked.
-
-        Raises :class:`ConfigError` when the encoder is not available (offline and not cached)
-        or takes fewer positions than ``config.max_length``.
-        """
+        the encoder wrapped in ``peft`` adapters when asked (:func:`load_encoder`: its errors)."""
         peft = peft if peft is not None else PeftConfig()
-        path = resolve_encoder_path(config.encoder)
-        require_pretrained(path, "model.encoder")
-        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=config.trust_remote_code)
-        encoder = AutoModel.from_pretrained(path, trust_remote_code=config.trust_remote_code)
-        limit = position_limit(tokenizer, encoder)
-        if limit is not None and config.max_length > limit:
-            raise ConfigError(
-                f"model.max_length={config.max_length} is more than {config.encoder} takes "
-                f"({limit} tokens): set model.max_length={limit} or less"
-            )
-        encoder = wrap_peft(_drop_pooler(encoder), peft, "feature-extraction")
+        encoder, tokenizer = load_encoder(config, peft)
         return cls(encoder, tokenizer, label_space, config, peft, vocabulary)
 
     @classmethod
@@ -178,7 +165,7 @@ class PreferenceModel(PretrainedExport, nn.Module):
             folder / "encoder", trust_remote_code=config.trust_remote_code
         )
         encoder = AutoModel.from_config(encoder_config, trust_remote_code=config.trust_remote_code)
-        encoder = wrap_peft(_drop_pooler(encoder), peft, "feature-extraction")
+        encoder = wrap_peft(drop_pooler(encoder), peft, "feature-extraction")
         tokenizer = AutoTokenizer.from_pretrained(
             folder / "tokenizer", trust_remote_code=config.trust_remote_code
         )
@@ -187,7 +174,7 @@ class PreferenceModel(PretrainedExport, nn.Module):
             path = resolve_encoder_path(config.encoder)
             require_pretrained(path, "model.encoder (the run's frozen encoder)")
             encoder = AutoModel.from_pretrained(path, trust_remote_code=config.trust_remote_code)
-            encoder = _drop_pooler(encoder)
+            encoder = drop_pooler(encoder)
         vocabulary = (
             AnnotatorVocabulary.from_dict(meta["annotators"]) if "annotators" in meta else None
         )
@@ -279,15 +266,7 @@ class PreferenceModel(PretrainedExport, nn.Module):
         return self.pool(hidden, attention_mask, response_mask)
 
     def pool(self, hidden: Tensor, attention_mask: Tensor, response_mask: Tensor | None) -> Tensor:
-        if self.config.pooling == "cls":
-            return hidden[:, 0]
-        mask = attention_mask
-        if self.config.pooling == "response-mean":
-            if response_mask is None:
-                raise ValueError("pooling=response-mean needs response_mask (use self.encode)")
-            mask = response_mask * attention_mask
-        mask = mask.unsqueeze(-1).to(hidden.dtype)  # (B, T, 1)
-        return (hidden * mask).sum(1) / mask.sum(1).clamp_min(1.0)
+        return pool_hidden(hidden, attention_mask, response_mask, self.config.pooling)
 
     # -- text in, tensors out ---------------------------------------------------------------
 
@@ -349,6 +328,39 @@ class PreferenceModel(PretrainedExport, nn.Module):
         """
         q = self.predict_proba(contexts, responses, batch_size=batch_size)
         return score_distributions(q, self.label_space, rule)
+
+
+def load_encoder(config: ModelConfig, peft: PeftConfig) -> tuple[nn.Module, Any]:
+    """The pretrained encoder named by ``config.encoder`` (pooler dropped, in ``peft`` adapters)
+    and its tokenizer, for every model on an encoder. :class:`ConfigError` when it is not
+    available (offline and not cached) or takes fewer positions than ``config.max_length``."""
+    path = resolve_encoder_path(config.encoder)
+    require_pretrained(path, "model.encoder")
+    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=config.trust_remote_code)
+    encoder = AutoModel.from_pretrained(path, trust_remote_code=config.trust_remote_code)
+    limit = position_limit(tokenizer, encoder)
+    if limit is not None and config.max_length > limit:
+        raise ConfigError(
+            f"model.max_length={config.max_length} is more than {config.encoder} takes "
+            f"({limit} tokens): set model.max_length={limit} or less"
+        )
+    return wrap_peft(drop_pooler(encoder), peft, "feature-extraction"), tokenizer
+
+
+def pool_hidden(
+    hidden: Tensor, attention_mask: Tensor, response_mask: Tensor | None, pooling: str
+) -> Tensor:
+    """(B, T, H) hidden states -> (B, H): ``cls`` (first token), ``mean`` (real tokens) or
+    ``response-mean`` (the response's tokens, ``response_mask``)."""
+    if pooling == "cls":
+        return hidden[:, 0]
+    mask = attention_mask
+    if pooling == "response-mean":
+        if response_mask is None:
+            raise ValueError("pooling=response-mean needs response_mask (use self.encode)")
+        mask = response_mask * attention_mask
+    mask = mask.unsqueeze(-1).to(hidden.dtype)  # (B, T, 1)
+    return (hidden * mask).sum(1) / mask.sum(1).clamp_min(1.0)
 
 
 def check_pairs(contexts: Sequence, responses: Sequence) -> None:
@@ -447,9 +459,9 @@ def collate_encoded(items: list[dict[str, list[int]]], pad_token_id: int) -> dic
     return batch
 
 
-def find_model_dir(path: Path, checkpoint: str = "best") -> Path:
+def find_model_dir(path: Path, checkpoint: str = "best", meta: str = MODEL_META) -> Path:
     """The model folder for a run directory (``checkpoint/best`` etc.) or a model folder."""
-    if (path / MODEL_META).is_file():
+    if (path / meta).is_file():
         return path
     if not path.exists():
         raise FileNotFoundError(f"no such run directory: {path}")
@@ -460,17 +472,17 @@ def find_model_dir(path: Path, checkpoint: str = "best") -> Path:
             raise FileNotFoundError(f"{path}: no complete training checkpoint under {ckpt}")
         return found / "model"
     candidate = ckpt / checkpoint
-    if (candidate / MODEL_META).is_file():
+    if (candidate / meta).is_file():
         return candidate
-    if (candidate / "model" / MODEL_META).is_file():
+    if (candidate / "model" / meta).is_file():
         return candidate / "model"
     raise FileNotFoundError(
         f"{path}: no model at {candidate} (is this a bayespref run directory? "
-        f"expected {MODEL_META} there)"
+        f"expected {meta} there)"
     )
 
 
-def _hidden_size(encoder: nn.Module) -> int:
+def hidden_size(encoder: nn.Module) -> int:
     config = base_model(encoder).config
     for name in ("hidden_size", "d_model", "dim", "n_embd"):
         if hasattr(config, name):
@@ -478,7 +490,7 @@ def _hidden_size(encoder: nn.Module) -> int:
     raise ValueError(f"cannot find the hidden size in {type(config).__name__}")
 
 
-def _drop_pooler(encoder: nn.Module) -> nn.Module:
+def drop_pooler(encoder: nn.Module) -> nn.Module:
     """Remove the encoder's own pooler (BERT-style ``pooler``): we pool the hidden states
     ourselves, and a parameter that never gets a gradient leaves DDP's gradient bucket
     un-reduced, so processes would silently train on different gradients."""

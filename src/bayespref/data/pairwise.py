@@ -81,6 +81,46 @@ class PairwiseDataset:
         return np.stack([e.counts for e in self.examples]) if self.examples else np.zeros((0, 3))
 
 
+NO_WINNER = -1
+"""The winner of a pair whose votes for A and B are equal."""
+
+
+def outcome_shares(counts: np.ndarray, ties: bool) -> np.ndarray:
+    """Rows of votes (or probabilities) for A, B, tie (N, 3) as shares over a model's
+    outcomes: (N, 3) with ties, else (N, 2) with each tie counted half for A, half for B."""
+    counts = np.asarray(counts, dtype=np.float64)
+    values = counts if ties else counts[:, :2] + counts[:, 2:3] / 2
+    return values / values.sum(axis=1, keepdims=True)
+
+
+def smoothed_outcome_prior(counts: np.ndarray, ties: bool, alpha: float) -> np.ndarray:
+    """The training prior over a model's K outcomes (METHOD section 1 on the vote counts,
+    ties split as in :func:`outcome_shares`): ``(c + alpha) / (n + K alpha)``."""
+    counts = np.asarray(counts, dtype=np.float64)
+    values = counts if ties else counts[:, :2] + counts[:, 2:3] / 2
+    return (values + alpha) / (values.sum(axis=1, keepdims=True) + values.shape[1] * alpha)
+
+
+def pair_winner(counts: np.ndarray) -> np.ndarray:
+    """(N,) 0 where A has more votes than B, 1 where B has more, :data:`NO_WINNER` else."""
+    counts = np.asarray(counts)
+    return np.where(
+        counts[:, 0] > counts[:, 1], 0, np.where(counts[:, 1] > counts[:, 0], 1, NO_WINNER)
+    ).astype(np.int64)
+
+
+def majority_outcome(counts: np.ndarray, ties: bool) -> np.ndarray:
+    """(N,) the most voted outcome. With ties modelled a split top (several outcomes with the
+    most votes) is a tie (2); without, the :func:`pair_winner` (:data:`NO_WINNER` on a
+    split, which majority losses skip: a tie is not a win for either)."""
+    counts = np.asarray(counts)
+    if not ties:
+        return pair_winner(counts)
+    top = counts.max(axis=1, keepdims=True)
+    split = (counts == top).sum(axis=1) > 1
+    return np.where(split, 2, counts.argmax(axis=1)).astype(np.int64)
+
+
 def guess_format(record: Mapping[str, Any]) -> str:
     """The schema a record is in, from its keys (``native`` when none matches)."""
     if "chosen" in record or "rejected" in record:
