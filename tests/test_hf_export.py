@@ -106,6 +106,10 @@ def test_response_mask_from_special_tokens_by_hand():
     ids = torch.tensor([[101, 5, 102, 6, 102, 7, 102]])
     mask = response_mask_from_ids(ids, torch.ones_like(ids), [101, 102])
     assert mask.tolist() == [[0, 0, 0, 0, 0, 1, 0]]
+    # a run of special tokens is one boundary: TRL's appended eos, RoBERTa's </s></s>
+    ids = torch.tensor([[101, 5, 102, 7, 8, 102, 102], [0, 5, 2, 2, 7, 2, 1]])
+    mask = response_mask_from_ids(ids, torch.ones_like(ids), [0, 2, 101, 102])
+    assert mask.tolist() == [[0, 0, 0, 1, 1, 0, 0], [0, 0, 0, 0, 1, 0, 0]]
 
 
 def test_trained_run_loads_in_transformers_without_bayespref(pm_run, tmp_path):

@@ -24,13 +24,14 @@ from tqdm.auto import tqdm
 
 from .adapters import base_model
 from .model import PreferenceModel, collate_encoded
+from .reward_model import RewardModel
 
 logger = logging.getLogger(__name__)
 
 KEY_BYTES = 20  # sha1
 
 
-def encoder_fingerprint(model: PreferenceModel) -> str:
+def encoder_fingerprint(model: PreferenceModel | RewardModel) -> str:
     """A short hash that changes when the encoder, its weights or the pooling change."""
     digest = hashlib.sha1()
     digest.update(model.config.encoder.encode())
@@ -91,7 +92,7 @@ class FeatureCache:
 
 @torch.no_grad()
 def compute_features(
-    model: PreferenceModel,
+    model: PreferenceModel | RewardModel,
     items: list[dict[str, list[int]]],
     pad_token_id: int,
     batch_size: int = 64,

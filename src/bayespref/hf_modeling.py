@@ -16,10 +16,11 @@ first token through ``tanh(W h)``; ours averages the response tokens and applies
 this file (read it first: it is short).
 
 The response tokens, for ``pooling=response-mean``, are the tokens strictly between the last
-two special tokens (``special_token_ids``: the tokenizer's cls/sep/bos/eos ids) of each row:
-``[CLS] context [SEP] response [SEP]`` and ``[CLS] response [SEP]`` (and RoBERTa's
-``<s> context </s></s> response </s>``) give the response exactly as bayespref's own encoding
-does. A caller may pass ``response_mask`` itself instead.
+two special tokens (``special_token_ids``: the tokenizer's cls/sep/bos/eos ids; a run of
+adjacent ones counts as one) of each row: ``[CLS] context [SEP] response [SEP]`` and
+``[CLS] response [SEP]`` (and RoBERTa's ``<s> context </s></s> response </s>``, or TRL's
+``... response [SEP] [SEP]`` with its eos appended) give the response exactly as bayespref's
+own encoding does. A caller may pass ``response_mask`` itself instead.
 """
 
 from __future__ import annotations
@@ -65,14 +66,19 @@ class BayesPrefConfig(PretrainedConfig):
 def response_mask_from_ids(
     input_ids: torch.Tensor, attention_mask: torch.Tensor, special_token_ids: list[int]
 ) -> torch.Tensor:
-    """1 on the tokens strictly between the last two special tokens of each row (B, T)."""
+    """1 on the tokens strictly between the last two special tokens of each row (B, T); a
+    run of adjacent special tokens counts as one (``response [SEP] [SEP]``, as TRL's
+    ``RewardTrainer`` appends an eos after the tokenizer's own)."""
     length = input_ids.shape[1]
     real = attention_mask.bool()
     special = torch.isin(input_ids, torch.tensor(special_token_ids, device=input_ids.device))
     special = special & real
+    after_special = torch.zeros_like(special)
+    after_special[:, 1:] = special[:, :-1]
+    run_start = special & ~after_special  # the first token of each run of special tokens
     positions = torch.arange(length, device=input_ids.device).expand_as(input_ids)
     none = torch.full_like(positions, -1)
-    last = torch.where(special, positions, none).amax(dim=1, keepdim=True)  # (B, 1)
+    last = torch.where(run_start, positions, none).amax(dim=1, keepdim=True)  # (B, 1)
     before = special & (positions < last)
     previous = torch.where(before, positions, none).amax(dim=1, keepdim=True)  # (B, 1)
     return ((positions > previous) & (positions < last) & real).long()
@@ -83,6 +89,7 @@ class BayesPrefForSequenceClassification(PreTrainedModel):
 
     config_class = BayesPrefConfig
     base_model_prefix = "encoder"
+    supports_gradient_checkpointing = True  # the encoder's layers checkpoint (TRL turns it on)
 
     def __init__(self, config: BayesPrefConfig) -> None:
         super().__init__(config)

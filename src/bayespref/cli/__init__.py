@@ -17,7 +17,7 @@ import logging
 import sys
 
 from .. import __version__  # the package silences matplotlib's font-cache line on import
-from . import calibration, export, generator_eval, preference, studies
+from . import calibration, export, generator_eval, pairwise, preference, studies
 from .errors import exit_code  # noqa: E402
 
 
@@ -30,6 +30,7 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"bayespref {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     preference.make_parser(sub)  # train, evaluate, score
+    pairwise.make_parser(sub)  # train-pairwise (reward models)
     calibration.make_parser(sub)  # generate, calibrate
     generator_eval.make_parser(sub)  # evaluate-generator
     export.make_parser(sub)  # export-pairs

@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
-from ..model import PreferenceModel
+from ..model import PreferenceModel, find_model_dir
+from ..reward_model import REWARD_META, RewardModel
 
 
 def export_model_main(args: argparse.Namespace) -> int:
-    """Handler of ``bayespref export-model``."""
-    model = PreferenceModel.from_run(args.run, checkpoint=args.checkpoint)
+    """Handler of ``bayespref export-model``: a reward-model run (``train-pairwise``) exports
+    with one label, the reward; a preference-model run with its classes."""
+    model: PreferenceModel | RewardModel
+    try:
+        find_model_dir(Path(args.run), args.checkpoint, meta=REWARD_META)
+    except FileNotFoundError:
+        model = PreferenceModel.from_run(args.run, checkpoint=args.checkpoint)
+    else:
+        model = RewardModel.from_run(args.run, checkpoint=args.checkpoint)
     folder = model.save_pretrained(args.out)
     print(
         f"written: {folder}\n"

@@ -121,6 +121,34 @@ def majority_outcome(counts: np.ndarray, ties: bool) -> np.ndarray:
     return np.where(split, 2, counts.argmax(axis=1)).astype(np.int64)
 
 
+def trl_records(
+    data: PairwiseDataset, with_margin: bool = False, separator: str | None = None
+) -> list[dict[str, Any]]:
+    """The pairs as TRL ``RewardTrainer`` rows ``{prompt, chosen, rejected}``, the majority
+    winner chosen; pairs without a winner are left out. ``with_margin`` adds each pair's
+    ``margin`` (0 when not given). The prompt is the context turns joined by a blank line; with
+    ``separator`` (an encoder tokenizer's ``sep_token``) the turns are joined by it and it
+    ends the prompt, so TRL's ``prompt + chosen`` is the input bayespref gives the model."""
+    rows = []
+    for example, winner in zip(data.examples, pair_winner(data.counts())):
+        if winner == NO_WINNER:
+            continue
+        pair = (example.response_a, example.response_b)
+        if separator is None:
+            prompt = "\n\n".join(example.context)
+        else:
+            prompt = "".join(f"{turn} {separator} " for turn in example.context)
+        row: dict[str, Any] = {
+            "prompt": prompt,
+            "chosen": pair[winner],
+            "rejected": pair[1 - winner],
+        }
+        if with_margin:
+            row["margin"] = example.margin or 0.0
+        rows.append(row)
+    return rows
+
+
 def guess_format(record: Mapping[str, Any]) -> str:
     """The schema a record is in, from its keys (``native`` when none matches)."""
     if "chosen" in record or "rejected" in record:

@@ -1,0 +1,180 @@
+"""The reward-model recipe's config (``bayespref train-pairwise``): pairwise data, the loss
+on pair outcomes, and :class:`PairwiseTrainConfig` joining them with the shared sections."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any
+
+from ..data.pairwise import FORMATS
+from ..losses import LOSSES
+from ..metrics import METRICS
+from ..pairwise_losses import PAIRWISE_LOSSES
+from ..pairwise_metrics import PAIRWISE_METRICS
+from .core import ConfigError, field_help, load_yaml
+from .preference import ModelConfig
+from .shared import OptimConfig, PeftConfig, RunConfig
+
+PAIRWISE_DATA_FORMATS = ("auto", *FORMATS, "synthetic")
+SYNTHETIC_OPTIONS = ("n", "seed", "min_annotators", "max_annotators")
+PAIRWISE_LOSS_NAMES = (*sorted(LOSSES), *sorted(PAIRWISE_LOSSES))
+SELECTABLE = (
+    "loss",
+    *(
+        name
+        for name, metric in PAIRWISE_METRICS.items()
+        if name in METRICS and METRICS[name].higher_is_better == metric.higher_is_better
+    ),
+)
+"""Validation metrics that may pick the best checkpoint: the pairwise metrics the trainer's
+selection knows in the same direction (:func:`bayespref.metrics.is_better`), and the loss."""
+
+
+@dataclasses.dataclass
+class PairwiseDataConfig:
+    format: str = field_help(
+        "synthetic",
+        "auto (from the first row's keys) | native | trl | multipref | helpsteer2 (JSON Lines "
+        "files, docs/data.md) | synthetic (pairs with known P*, generated)",
+    )
+    train: str | dict | None = field_help(
+        None,
+        "training pairs: a file path, or for synthetic {n, seed, min_annotators, "
+        "max_annotators} (default n: 400, seed: the run's seed)",
+    )
+    valid: str | dict | None = field_help(
+        None, "validation pairs (same forms); null: valid_fraction of train is held out"
+    )
+    valid_fraction: float = field_help(0.1, "fraction of train held out when valid is null")
+    alpha: float = field_help(
+        0.1, "prior smoothing over the K outcomes: p = (votes + alpha) / (n + K alpha)"
+    )
+    max_train_items: int | None = field_help(None, "random subsample of the training pairs")
+
+    def __post_init__(self):
+        if self.format not in PAIRWISE_DATA_FORMATS:
+            raise ConfigError(
+                f"data.format must be one of {list(PAIRWISE_DATA_FORMATS)}, got {self.format!r}"
+            )
+        synthetic = self.format == "synthetic"
+        if self.train is None and not synthetic:
+            raise ConfigError(
+                f"data.train: format {self.format!r} needs a file (data.train=<path>)"
+            )
+        for split in ("train", "valid"):
+            spec: Any = getattr(self, split)
+            if spec is None:
+                continue
+            if synthetic and not isinstance(spec, dict):
+                raise ConfigError(
+                    f"data.{split}={spec!r}: format synthetic generates its pairs and reads no "
+                    f"file; give {{n: ..., seed: ...}}, or the file's format (data.format=auto)"
+                )
+            if synthetic:
+                unknown = sorted(set(spec) - set(SYNTHETIC_OPTIONS))
+                if unknown:
+                    raise ConfigError(
+                        f"data.{split}: unknown option(s) {unknown}; synthetic pairs take "
+                        f"{list(SYNTHETIC_OPTIONS)}"
+                    )
+            elif not isinstance(spec, str):
+                raise ConfigError(f"data.{split}: give a file path, got {spec!r}")
+        if not 0.0 <= self.valid_fraction < 1.0:
+            raise ConfigError(f"data.valid_fraction must be in [0, 1), got {self.valid_fraction}")
+        if self.valid is None and self.valid_fraction == 0:
+            raise ConfigError(
+                "data.valid is null and data.valid_fraction=0: nothing to validate on"
+            )
+        if self.alpha < 0:
+            raise ConfigError(f"data.alpha must be >= 0, got {self.alpha}")
+        if self.max_train_items is not None and self.max_train_items < 1:
+            raise ConfigError(f"data.max_train_items must be >= 1, got {self.max_train_items}")
+
+
+@dataclasses.dataclass
+class PairwiseLossConfig:
+    name: str = field_help(
+        "soft",
+        "soft (soft BT: the vote share as target) | majority (TRL's BT on the most voted "
+        "outcome) | margin (margin BT: -log sigmoid(r_win - r_lose - margin), the pair's "
+        "margin or 0) | forward-kl | reverse-kl | jsd (the d-PM forms on the outcomes)",
+    )
+    normaliser: str = field_help(
+        "batch", "class marginal of the d-PM losses over the batch's pairs: batch | ema"
+    )
+    ema_beta: float = field_help(0.99, "EMA decay when normaliser=ema")
+    detach_target: bool = field_help(False, "stop the gradient through the posterior target r")
+
+    def __post_init__(self):
+        if self.name not in PAIRWISE_LOSS_NAMES:
+            raise ConfigError(
+                f"loss.name must be one of {list(PAIRWISE_LOSS_NAMES)}, got {self.name!r}"
+            )
+        if self.normaliser not in ("batch", "ema"):
+            raise ConfigError(f"loss.normaliser must be batch|ema, got {self.normaliser!r}")
+        if not 0.0 <= self.ema_beta < 1.0:
+            raise ConfigError(f"loss.ema_beta must be in [0, 1), got {self.ema_beta}")
+
+
+@dataclasses.dataclass
+class PairwiseOptimConfig(OptimConfig):
+    """:class:`OptimConfig` plus length-sorted chunks for the forward pass."""
+
+    max_padding_waste: float | None = field_help(
+        1.1,
+        "forward each random micro-batch's 2B responses in length-sorted chunks whose "
+        "padded/real token ratio stays within this (the loss sees the whole batch); null: one pass",
+    )
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.max_padding_waste is not None and self.max_padding_waste < 1.0:
+            raise ConfigError(
+                f"optim.max_padding_waste must be >= 1.0 or null, got {self.max_padding_waste}"
+            )
+
+
+@dataclasses.dataclass
+class PairwiseTrainConfig(RunConfig):
+    """The reward-model recipe (``bayespref train-pairwise``)."""
+
+    data: PairwiseDataConfig = dataclasses.field(default_factory=PairwiseDataConfig)
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    peft: PeftConfig = dataclasses.field(default_factory=PeftConfig)
+    loss: PairwiseLossConfig = dataclasses.field(default_factory=PairwiseLossConfig)
+    optim: PairwiseOptimConfig = dataclasses.field(default_factory=PairwiseOptimConfig)
+    ties: bool = field_help(
+        True,
+        "model the tie outcome: Rao-Kupper, P(A) = sigmoid(r_A - r_B - theta), theta >= 0 "
+        "learned; false: Bradley-Terry over (A, B), a tie vote counting half a win each",
+    )
+    select_metric: str = field_help(
+        "soft_ce", f"validation metric that picks the best checkpoint: {'|'.join(SELECTABLE)}"
+    )
+    eval_batch_size: int = field_help(64, "responses per validation forward pass")
+    mixed_precision: str = field_help("no", "no | bf16 | fp16 (losses stay float32)")
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.mixed_precision not in ("no", "bf16", "fp16"):
+            raise ConfigError(f"mixed_precision must be no|bf16|fp16, got {self.mixed_precision!r}")
+        if self.model.kind != "single":
+            raise ConfigError(
+                f"a reward model has one head: model.kind=single, got {self.model.kind}"
+            )
+        if self.model.freeze_encoder and self.peft.method != "none":
+            raise ConfigError("model.freeze_encoder trains the head only: set peft.method=none")
+        if self.select_metric not in SELECTABLE:
+            raise ConfigError(
+                f"select_metric must be one of {list(SELECTABLE)}, got {self.select_metric!r}"
+            )
+        if self.eval_batch_size < 1:
+            raise ConfigError(f"eval_batch_size must be >= 1, got {self.eval_batch_size}")
+
+
+def load_pairwise_config(
+    path: str | os.PathLike | None = None, overrides: list[str] | None = None
+) -> PairwiseTrainConfig:
+    """The reward-model recipe's config: :func:`load_yaml` of :class:`PairwiseTrainConfig`."""
+    return load_yaml(PairwiseTrainConfig, path, overrides)
