@@ -33,7 +33,7 @@ ECE_BINS = 10
 
 
 def outcome_targets(counts: Any, num_outcomes: int) -> np.ndarray:
-    """The vote share (N, K) in a K-outcome space (:func:`bayespref.data.pairwise.outcome_shares`)."""
+    """The vote share (N, K) over K outcomes (:func:`~bayespref.data.pairwise.outcome_shares`)."""
     return outcome_shares(np.asarray(counts, dtype=np.float64), ties=num_outcomes == 3)
 
 

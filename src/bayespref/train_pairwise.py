@@ -141,7 +141,7 @@ def encode_pairs_split(
     items_a = [encode_pair(tokenizer, e.context, e.response_a, max_length) for e in data.examples]
     items_b = [encode_pair(tokenizer, e.context, e.response_b, max_length) for e in data.examples]
     counts = data.counts()
-    truths = [e.true_distribution for e in data.examples]
+    truths = [e.true_distribution for e in data.examples if e.true_distribution is not None]
     pad = tokenizer.pad_token_id or 0
     encoded = EncodedPairs(
         ids=[e.id for e in data.examples],
@@ -152,7 +152,7 @@ def encode_pairs_split(
         labels=majority_outcome(counts, model.ties),
         winner=pair_winner(counts),
         margin=np.array([e.margin or 0.0 for e in data.examples]),
-        truth=np.stack(truths) if truths and all(t is not None for t in truths) else None,  # type: ignore[arg-type]
+        truth=np.stack(truths) if truths and len(truths) == len(data) else None,  # P* known
         pad_token_id=pad,
     )
     if model.head_only:
