@@ -7,14 +7,17 @@ from pathlib import Path
 import pytest
 
 from bayespref.config import ConfigError, TrainConfig, apply_overrides, load_config, save_config
+from bayespref.config.pairwise import PairwiseTrainConfig, load_pairwise_config
 
 CONFIGS = sorted(
     p
     for p in (Path(__file__).resolve().parents[1] / "configs").glob("*.yaml")
-    # training configs only: study grids (test_study.py) and generator calibration configs
-    # (test_calibration.py, test_calibration_study.py) have schemas of their own
-    if not p.stem.startswith(("study", "calibrat", "evaluate-generator"))
+    # preference-model training configs only: study grids (test_study.py), generator
+    # calibration configs (test_calibration.py, test_calibration_study.py), the generator
+    # evaluation and the pairwise (reward-model) configs have schemas of their own
+    if not p.stem.startswith(("study", "calibrat", "evaluate-generator", "pairwise"))
 )
+PAIRWISE_CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("pairwise*.yaml"))
 
 
 def test_defaults_are_the_reference_loss():
@@ -61,3 +64,14 @@ def test_config_round_trips_through_yaml(tmp_path):
 def test_every_shipped_config_parses(path):
     config = load_config(path)
     assert config.name == path.stem or config.name.startswith(path.stem.split("-")[0])
+
+
+@pytest.mark.parametrize("path", PAIRWISE_CONFIGS, ids=lambda p: p.stem)
+def test_every_shipped_pairwise_config_parses(path):
+    config = load_pairwise_config(path)
+    assert isinstance(config, PairwiseTrainConfig)
+    assert config.name == path.stem
+
+
+def test_a_pairwise_config_is_found():
+    assert PAIRWISE_CONFIGS, "configs/pairwise-*.yaml: the README's pairwise quick start uses one"
