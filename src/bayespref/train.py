@@ -36,7 +36,7 @@ from .evaluation import (
 from .losses import LOSSES, MarginalEMA
 from .model import PreferenceModel
 from .trainer import Backward, Trainer
-from .trainer_utils import make_accelerator, read_jsonl, seed_everything
+from .trainer_utils import ModelFolderCheckpoints, make_accelerator, read_jsonl, seed_everything
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after the backend is chosen)
@@ -96,7 +96,7 @@ def make_objective(loss_config: LossConfig, ema: MarginalEMA | None, training: b
     return objective
 
 
-class PreferenceTask:
+class PreferenceTask(ModelFolderCheckpoints):
     """The preference-model recipe's side of :class:`bayespref.trainer.Task`: random
     micro-batches of the encoded training split, the configured loss, validation metrics."""
 
@@ -186,22 +186,6 @@ class PreferenceTask:
 
     def item_ids(self, indices: np.ndarray) -> list:
         return [self.train_split.ids[i] for i in indices]
-
-    def save_weights(self, model: PreferenceModel, folder: Path) -> None:
-        model.save(folder / "model")
-
-    def load_weights(self, model: PreferenceModel, folder: Path) -> None:
-        model.load_weights(folder / "model" / "model.safetensors")
-
-    def save_best(self, model: PreferenceModel, folder: Path) -> None:
-        model.save(folder)
-
-    def state_dict(self) -> dict | None:
-        return self.ema.state_dict() if self.ema is not None else None
-
-    def load_state_dict(self, state: dict | None) -> None:
-        if self.ema is not None and state is not None:
-            self.ema.load_state_dict(state)
 
 
 def train(config: TrainConfig, resume: bool = False) -> TrainResult:

@@ -42,7 +42,7 @@ from .pairwise_losses import margin_bt
 from .pairwise_metrics import compute_pairwise_metrics
 from .reward_model import RewardModel
 from .trainer import Backward, Trainer
-from .trainer_utils import make_accelerator, seed_everything
+from .trainer_utils import ModelFolderCheckpoints, make_accelerator, seed_everything
 
 logger = logging.getLogger(__name__)
 
@@ -204,7 +204,7 @@ def weighted_mean(losses: Tensor, weights: Tensor) -> Tensor:
     return (losses * weights).sum() / weights.sum().clamp_min(1.0)
 
 
-class PairwiseTask:
+class PairwiseTask(ModelFolderCheckpoints):
     """The reward-model recipe's side of :class:`bayespref.trainer.Task`."""
 
     eval_split = "valid"
@@ -299,22 +299,6 @@ class PairwiseTask:
 
     def item_ids(self, indices: np.ndarray) -> list:
         return [self.train_split.ids[i] for i in indices]
-
-    def save_weights(self, model: RewardModel, folder: Path) -> None:
-        model.save(folder / "model")
-
-    def load_weights(self, model: RewardModel, folder: Path) -> None:
-        model.load_weights(folder / "model" / "model.safetensors")
-
-    def save_best(self, model: RewardModel, folder: Path) -> None:
-        model.save(folder)
-
-    def state_dict(self) -> dict | None:
-        return self.ema.state_dict() if self.ema is not None else None
-
-    def load_state_dict(self, state: dict | None) -> None:
-        if self.ema is not None and state is not None:
-            self.ema.load_state_dict(state)
 
 
 # -- the recipe -----------------------------------------------------------------------------

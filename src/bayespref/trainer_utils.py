@@ -1,8 +1,9 @@
 """Small pure pieces of training, shared by the trainer and the recipes.
 
 The schedule (:func:`lr_at`), the seeded random micro-batches (:func:`micro_batch_indices`),
-seeding, AdamW parameter groups, best-checkpoint comparison, the accelerator, and the
-``metrics.jsonl`` records.
+seeding, AdamW parameter groups, best-checkpoint comparison, the accelerator, the
+``metrics.jsonl`` records, and the recipes' model-folder checkpoints
+(:class:`ModelFolderCheckpoints`).
 """
 
 from __future__ import annotations
@@ -11,13 +12,14 @@ import json
 import os
 import random
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 from accelerate import Accelerator, DistributedDataParallelKwargs
 
 from . import metrics as metrics_lib
+from .losses import MarginalEMA
 
 
 def lr_at(step: int, total_steps: int, warmup_steps: int, peak_lr: float) -> float:
@@ -135,3 +137,36 @@ def log_tensorboard(writer: Any, split: str, record: dict) -> None:
     for key, value in record.items():
         if key != "step" and isinstance(value, (int, float)) and value == value:
             writer.add_scalar(f"{split}/{key}", value, record["step"])
+
+
+class FolderModel(Protocol):
+    """A model that saves into a folder and loads its weights file back (both encoder models)."""
+
+    def save(self, folder: str | os.PathLike) -> None: ...
+
+    def load_weights(self, path: str | os.PathLike) -> None: ...
+
+
+class ModelFolderCheckpoints:
+    """The checkpoint side of a recipe's :class:`bayespref.trainer.Task` for a model that saves
+    into a folder: a training checkpoint keeps the model in ``model/``, the best model is the
+    folder itself; the task's state is its :class:`~bayespref.losses.MarginalEMA` (or None).
+    Both recipes mix this in (they never import each other)."""
+
+    ema: MarginalEMA | None
+
+    def save_weights(self, model: FolderModel, folder: Path) -> None:
+        model.save(folder / "model")
+
+    def load_weights(self, model: FolderModel, folder: Path) -> None:
+        model.load_weights(folder / "model" / "model.safetensors")
+
+    def save_best(self, model: FolderModel, folder: Path) -> None:
+        model.save(folder)
+
+    def state_dict(self) -> dict | None:
+        return self.ema.state_dict() if self.ema is not None else None
+
+    def load_state_dict(self, state: dict | None) -> None:
+        if self.ema is not None and state is not None:
+            self.ema.load_state_dict(state)
