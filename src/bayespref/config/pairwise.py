@@ -14,7 +14,7 @@ from ..pairwise_losses import PAIRWISE_LOSSES
 from ..pairwise_metrics import PAIRWISE_METRICS
 from .core import ConfigError, field_help, load_yaml
 from .preference import ModelConfig
-from .shared import OptimConfig, PeftConfig, RunConfig
+from .shared import PaddedBatchesOptimConfig, PeftConfig, RunConfig
 
 PAIRWISE_DATA_FORMATS = ("auto", *FORMATS, "synthetic")
 SYNTHETIC_OPTIONS = ("n", "seed", "min_annotators", "max_annotators")
@@ -118,24 +118,6 @@ class PairwiseLossConfig:
 
 
 @dataclasses.dataclass
-class PairwiseOptimConfig(OptimConfig):
-    """:class:`OptimConfig` plus length-sorted chunks for the forward pass."""
-
-    max_padding_waste: float | None = field_help(
-        1.1,
-        "forward each random micro-batch's 2B responses in length-sorted chunks whose "
-        "padded/real token ratio stays within this (the loss sees the whole batch); null: one pass",
-    )
-
-    def __post_init__(self):
-        super().__post_init__()
-        if self.max_padding_waste is not None and self.max_padding_waste < 1.0:
-            raise ConfigError(
-                f"optim.max_padding_waste must be >= 1.0 or null, got {self.max_padding_waste}"
-            )
-
-
-@dataclasses.dataclass
 class PairwiseTrainConfig(RunConfig):
     """The reward-model recipe (``bayespref train-pairwise``)."""
 
@@ -143,7 +125,7 @@ class PairwiseTrainConfig(RunConfig):
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
     peft: PeftConfig = dataclasses.field(default_factory=PeftConfig)
     loss: PairwiseLossConfig = dataclasses.field(default_factory=PairwiseLossConfig)
-    optim: PairwiseOptimConfig = dataclasses.field(default_factory=PairwiseOptimConfig)
+    optim: PaddedBatchesOptimConfig = dataclasses.field(default_factory=PaddedBatchesOptimConfig)
     ties: bool = field_help(
         True,
         "model the tie outcome: Rao-Kupper, P(A) = sigmoid(r_A - r_B - theta), theta >= 0 "

@@ -13,7 +13,7 @@ from ..data import LOADERS, as_label_space, loader_option_problem, loader_option
 from ..losses import LOSSES
 from ..metrics import METRICS
 from .core import ConfigError, field_help, load_yaml
-from .shared import OptimConfig, PeftConfig, RunConfig
+from .shared import PaddedBatchesOptimConfig, PeftConfig, RunConfig
 
 MODEL_KINDS = ("single", "annotator-heads", "annotator-embeddings")
 """``model.kind``: one MLP head (``single``) or an annotator-aware head (:mod:`bayespref.annotators`)."""
@@ -171,27 +171,15 @@ class LossConfig:
 
 
 @dataclasses.dataclass
-class PreferenceOptimConfig(OptimConfig):
-    """:class:`OptimConfig` plus the preference-model recipe's batching option."""
+class PreferenceOptimConfig(PaddedBatchesOptimConfig):
+    """:class:`PaddedBatchesOptimConfig` plus the preference-model recipe's pooling option."""
 
-    max_padding_waste: float | None = field_help(
-        1.1,
-        "forward each random micro-batch in length-sorted chunks whose padded/real token ratio "
-        "stays within this (the loss still sees the whole random batch); null: one padded pass",
-    )
     pool_micro_batches: bool = field_help(
         True,
         "forward the grad_accum micro-batches of an optimiser step together, as one "
         "length-sorted pool (larger chunks, same losses and gradients; the pool's activations "
         "are held at once: set false to hold one micro-batch's)",
     )
-
-    def __post_init__(self):
-        super().__post_init__()
-        if self.max_padding_waste is not None and self.max_padding_waste < 1.0:
-            raise ConfigError(
-                f"optim.max_padding_waste must be >= 1.0 or null, got {self.max_padding_waste}"
-            )
 
 
 @dataclasses.dataclass

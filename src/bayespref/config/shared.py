@@ -51,6 +51,26 @@ class OptimConfig:
             raise ConfigError(f"optim.adam_betas must be two numbers in [0, 1), got {betas}")
 
 
+@dataclasses.dataclass
+class PaddedBatchesOptimConfig(OptimConfig):
+    """:class:`OptimConfig` plus length-sorted chunks for the forward pass (both encoder
+    recipes: ``train`` and ``train-pairwise``)."""
+
+    max_padding_waste: float | None = field_help(
+        1.1,
+        "forward each random micro-batch (a reward model: its 2B responses) in length-sorted "
+        "chunks whose padded/real token ratio stays within this (the loss still sees the whole "
+        "random batch); null: one padded pass",
+    )
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.max_padding_waste is not None and self.max_padding_waste < 1.0:
+            raise ConfigError(
+                f"optim.max_padding_waste must be >= 1.0 or null, got {self.max_padding_waste}"
+            )
+
+
 PEFT_METHODS = ("none", "lora", "prefix")
 
 
