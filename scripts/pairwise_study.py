@@ -56,8 +56,8 @@ def main() -> None:
             ]
             config = load_pairwise_config(REPO / "configs" / "pairwise-synthetic.yaml", overrides)
             summary_file = config.run_dir / "summary.json"
-            if not summary_file.is_file():
-                train_pairwise(config)
+            if not summary_file.is_file():  # an interrupted run resumes
+                train_pairwise(config, resume=(config.run_dir / "metrics.jsonl").is_file())
             results.setdefault(row, []).append(json.loads(summary_file.read_text())["final"])
     names = [m for m in PAIRWISE_METRICS if m in results["soft"][0]]
     lines = [
