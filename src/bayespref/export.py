@@ -52,7 +52,7 @@ from typing import Any
 
 from .calibration.candidates import read_candidates
 from .lm import chat_messages, plain_prompt
-from .model import PreferenceModel
+from .reward_model import RewardModel, load_ranker
 
 logger = logging.getLogger(__name__)
 
@@ -260,17 +260,19 @@ def make_reward_function(
     checkpoint: str = "best",
     device: str | None = None,
 ) -> Callable[..., list[float]]:
-    """A TRL reward function (GRPOTrainer / RLOOTrainer ``reward_funcs``) from a preference model.
+    """A TRL reward function (GRPOTrainer / RLOOTrainer ``reward_funcs``) from a preference
+    or reward model run (:func:`~bayespref.reward_model.load_ranker`).
 
     ``reward(prompts, completions, **kwargs)`` returns one float per completion: the preference
     score ``S = sum_l u_l q(l | x)`` of ``(prompt, completion)`` (``rule="expected-utility"``) or
-    ``-q(worst class | x)`` (``rule="worst-class"``); higher is better under both. Prompts and
+    ``-q(worst class | x)`` (``rule="worst-class"``), or a reward model's reward (under either
+    rule); higher is better. Prompts and
     completions may be strings or conversational lists of message dicts. Extra keyword
     arguments (``completion_ids``, dataset columns, ...) are ignored.
     """
     if rule not in ("expected-utility", "worst-class"):
         raise ValueError(f"rule must be expected-utility or worst-class, got {rule!r}")
-    model = PreferenceModel.from_run(run_dir, checkpoint=checkpoint)
+    model = load_ranker(run_dir, checkpoint=checkpoint)
     if device is not None:
         model.to(device)
     model.eval()
@@ -284,6 +286,7 @@ def make_reward_function(
         return [float(s) for s in scores]
 
     # TRL names each reward function's logged column after __name__
-    reward.__name__ = "preference_model_" + rule.replace("-", "_")
+    kind = "reward_model" if isinstance(model, RewardModel) else "preference_model"
+    reward.__name__ = kind + ("" if kind == "reward_model" else "_" + rule.replace("-", "_"))
     reward.model = model  # type: ignore[attr-defined]
     return reward

@@ -14,7 +14,9 @@ rewards (B, 1), which is what the exported transformers model (``num_labels=1``,
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -26,11 +28,13 @@ from .annotators import make_head
 from .config import ModelConfig, PeftConfig
 from .data.pairwise import OUTCOMES
 from .data.schema import LabelSpace
-from .encoder_model import EncoderModel, hidden_size, load_encoder
+from .encoder_model import MODEL_META, EncoderModel, find_model_dir, hidden_size, load_encoder
+from .model import PreferenceModel
 from .pairwise_losses import outcome_log_probs
 
 REWARD_META = "reward_model.json"
 INITIAL_TIE_LOGIT = 0.0  # theta = softplus(0) = log 2 at the start
+SCORE_RULES = ("expected-utility", "worst-class")
 
 
 def outcome_space(ties: bool) -> LabelSpace:
@@ -134,9 +138,17 @@ class RewardModel(EncoderModel):
         contexts: Sequence[Sequence[str] | str | None],
         responses: Sequence[str],
         batch_size: int = 64,
+        rule: str = "expected-utility",
     ) -> np.ndarray:
         """Rewards (N,) of (context, response) pairs, longest first in eval mode (an item's
-        reward does not depend on its batch), in input order."""
+        reward does not depend on its batch), in input order.
+
+        ``rule`` is a preference model's ranking rule (:meth:`PreferenceModel.score
+        <bayespref.model.PreferenceModel.score>`); a reward ranks by itself under either, so
+        it is checked and otherwise unused: a reward run ranks wherever a preference run does
+        (:func:`load_ranker`)."""
+        if rule not in SCORE_RULES:
+            raise ValueError(f"score rule must be expected-utility or worst-class, got {rule!r}")
         return self.forward_texts(contexts, responses, batch_size, lambda r: r[:, 0])
 
     @torch.no_grad()
@@ -151,3 +163,30 @@ class RewardModel(EncoderModel):
         reward_a = torch.as_tensor(self.score(contexts, responses_a, batch_size))
         reward_b = torch.as_tensor(self.score(contexts, responses_b, batch_size))
         return self.outcome_logits(reward_a, reward_b).exp().double().cpu().numpy()
+
+
+def ranker_model_dir(run: str | os.PathLike, checkpoint: str = "best") -> Path:
+    """The model folder of a run that ranks responses: a reward-model run's (it holds
+    ``reward_model.json``) or else a preference-model run's (``model.json``)."""
+    try:
+        folder = find_model_dir(Path(run), checkpoint, meta=REWARD_META)
+    except FileNotFoundError:
+        return find_model_dir(Path(run), checkpoint, meta=MODEL_META)
+    if (folder / REWARD_META).is_file():
+        return folder
+    return find_model_dir(Path(run), checkpoint, meta=MODEL_META)
+
+
+def load_ranker(
+    run: str | os.PathLike, checkpoint: str = "best", trust_remote_code: bool = False
+) -> PreferenceModel | RewardModel:
+    """The model that ranks responses, from a reward-model run or a preference-model run.
+
+    Both answer ``score(contexts, responses, rule=..., batch_size=...) -> (N,)``, higher =
+    better: a preference model's score under ``rule`` (expected utility or minus the worst
+    class's probability), a reward model's reward. Calibration's scorer and the TRL reward
+    function load their model here, so either kind of run ranks candidates."""
+    folder = ranker_model_dir(run, checkpoint)
+    cls: type[PreferenceModel] | type[RewardModel]
+    cls = RewardModel if (folder / REWARD_META).is_file() else PreferenceModel
+    return cls.from_run(run, checkpoint=checkpoint, trust_remote_code=trust_remote_code)

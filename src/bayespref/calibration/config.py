@@ -69,7 +69,7 @@ class ScorerConfig:
 
     run: str | None = field_help(
         None,
-        "preference model run directory (train one with: bayespref train --config ...); null: "
+        "preference or reward model run directory (bayespref train / train-pairwise); null: "
         "rank by the generator's own beam score (texts to re-score later: rescore_candidates)",
     )
     checkpoint: str = field_help("best", "best | last | a folder under <run>/checkpoint/")

@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from ..beam_search import beam_config, diverse_beam_search
 from ..config import ConfigError
 from ..lm import Generator, left_pad, load_generator, resolve_generator
-from ..model import PreferenceModel, find_model_dir
+from ..reward_model import load_ranker, ranker_model_dir
 from ..safety import RunLock
 from ..trainer_utils import seed_everything
 from .candidates import (
@@ -87,7 +87,7 @@ def _scorer_fingerprint(scorer: ScorerConfig) -> str | None:
     preference model in the same run folder invalidates the cache."""
     if scorer.run is None:
         return None
-    folder = find_model_dir(Path(scorer.run), scorer.checkpoint)
+    folder = ranker_model_dir(scorer.run, scorer.checkpoint)
     for candidate in (folder / "manifest.json", folder.parent / "manifest.json"):
         if candidate.is_file():
             return hashlib.sha256(candidate.read_bytes()).hexdigest()
@@ -203,10 +203,11 @@ def _prepare_candidate_cache(config: CalibrationConfig, train_rows: list[dict]) 
 
 
 def _load_scorer(config: CalibrationConfig, generator: Generator):
-    """The ranking preference model on the generator's device (None: rank by beam score)."""
+    """The ranking preference or reward model on the generator's device (None: rank by beam
+    score)."""
     if config.scorer.run is None:
         return None
-    scorer = PreferenceModel.from_run(config.scorer.run, checkpoint=config.scorer.checkpoint)
+    scorer = load_ranker(config.scorer.run, checkpoint=config.scorer.checkpoint)
     return scorer.to(next(generator.model.parameters()).device)
 
 
@@ -260,7 +261,7 @@ def rescore_candidates(config: CalibrationConfig, source: str | os.PathLike) -> 
     these settings is reused.
     """
     if config.scorer.run is None:
-        raise ConfigError("rescore_candidates needs scorer.run: a preference model run")
+        raise ConfigError("rescore_candidates needs scorer.run: a preference or reward model run")
     train_rows, _ = split_contexts(load_contexts(config.data), config.data, config.seed)
     settings = _candidate_settings(config, train_rows)
     path = config.candidates_path
@@ -276,7 +277,7 @@ def rescore_candidates(config: CalibrationConfig, source: str | os.PathLike) -> 
         raise CandidateCacheError(
             f"{source} is incomplete or holds other candidates ({settings_diff(have, wanted)})"
         )
-    scorer = PreferenceModel.from_run(config.scorer.run, checkpoint=config.scorer.checkpoint)
+    scorer = load_ranker(config.scorer.run, checkpoint=config.scorer.checkpoint)
     texts = [
         [c["text"] for c in row["candidates"] for _ in range(c["count"])] for row in source_rows
     ]
