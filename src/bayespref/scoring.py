@@ -1,4 +1,9 @@
-"""Score (context, response) pairs from a JSONL file with a trained preference model."""
+"""Score a JSONL file with a trained model, in one of two input formats.
+
+Single responses, ``{"id"?, "context"?, "response"}``: a preference model's class
+distribution and score (:func:`score_file`). Pairs, A vs B (any :mod:`bayespref.data.pairwise`
+schema; votes optional): a reward model's outcome probabilities and both rewards
+(:func:`score_pairs_file`). :func:`input_format` tells the two apart by the first row's keys."""
 
 from __future__ import annotations
 
@@ -15,13 +20,71 @@ from accelerate.utils import gather_object
 from .config import ConfigError
 from .data import JSON_ERRORS, json_problem
 from .data.native import parse_context
+from .data.pairwise import OUTCOMES, PARSERS, guess_format, jsonl_objects
 from .data.schema import DataError
 from .model import PreferenceModel, score_distributions
+from .reward_model import RewardModel, load_ranker
 
 logger = logging.getLogger(__name__)
 
 OUTPUT_FIELDS = ("probs", "score", "expected_utility", "worst_class_prob", "annotator_probs")
 """The fields :func:`score_file` adds to each input row."""
+PAIR_OUTPUT_FIELDS = ("probs", "reward_a", "reward_b")
+"""The fields :func:`score_pairs_file` adds to each input pair."""
+INPUT_FORMATS = ("auto", "responses", "pairs")
+
+
+def input_format(path: str | Path) -> str:
+    """``responses`` when the file's first row has a ``response`` key, else ``pairs``."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError("file not found", str(path))
+    with path.open("rb") as fh:
+        for raw in fh:
+            if raw.strip():
+                try:
+                    first = json.loads(raw)
+                except (*JSON_ERRORS, UnicodeDecodeError):
+                    return "responses"  # read_pairs names the file and line
+                is_row = isinstance(first, dict)
+                return "responses" if not is_row or "response" in first else "pairs"
+    return "responses"
+
+
+def read_pair_rows(path: str | Path) -> list[tuple[dict, list[str], str, str]]:
+    """``(row, context, response A, response B)`` per line of a pairwise file in any
+    :data:`~bayespref.data.pairwise.FORMATS` schema, guessed per row; TRL's A is ``chosen``.
+    Votes are optional (a pair to score need not be labelled); errors name file:line."""
+    source = str(path)
+    try:
+        text = Path(path).read_bytes().decode("utf-8-sig")
+    except FileNotFoundError as err:
+        raise DataError("file not found", source) from err
+    except UnicodeDecodeError as err:
+        raise DataError(f"not UTF-8 ({err.reason} at byte {err.start})", source) from err
+    rows = []
+    for record, line_no in jsonl_objects(text, source):
+        written = [field for field in PAIR_OUTPUT_FIELDS if field in record]
+        if written:
+            raise DataError(
+                f"the input already has {written}, the fields score writes: rename them",
+                source,
+                line_no,
+            )
+
+        def fail(problem: str, line: int = line_no) -> DataError:
+            return DataError(problem, source, line)
+
+        kind = guess_format(record)
+        unlabelled = kind == "native" and "votes" not in record and "annotations" not in record
+        labelled = {**record, "votes": {"A": 0, "B": 0, "tie": 0}} if unlabelled else record
+        parsed = PARSERS[kind](labelled, fail, f"{Path(path).name}:{line_no}")
+        row = dict(record)
+        row.setdefault("id", parsed.id)
+        rows.append((row, parsed.context, parsed.response_a, parsed.response_b))
+    if not rows:
+        raise DataError("no pairs in the file (it is empty)", source)
+    return rows
 
 
 def read_pairs(path: str | Path) -> list[dict]:
@@ -195,3 +258,51 @@ def score_file(
         raise
     logger.info("scored %d pairs from %s into %s", len(pairs), input_path, output_path)
     return len(pairs)
+
+
+def score_pairs_file(
+    run: str | Path,
+    input_path: str | Path,
+    output_path: str | Path,
+    batch_size: int = 64,
+    checkpoint: str = "best",
+) -> int:
+    """Write each input pair with a reward model's ``probs`` {A, B[, tie]: P} (Rao-Kupper, or
+    Bradley-Terry without ties) and ``reward_a``, ``reward_b``; returns N. A preference-model
+    run scores single responses only (:func:`score_file`): a ConfigError. Every process
+    scores all pairs; the main process writes them."""
+    input_path, output_path = Path(input_path), Path(output_path)
+    check_output_path(output_path, input_path)
+    state = PartialState(cpu=not torch.cuda.is_available())
+    model = load_ranker(run, checkpoint=checkpoint)
+    if not isinstance(model, RewardModel):
+        raise ConfigError(
+            f"{run} is a preference-model run: pairs (A vs B) need a reward-model run "
+            f"(bayespref train-pairwise); score single responses ({{'response': ...}}) instead"
+        )
+    model.to(state.device)
+    rows = read_pair_rows(input_path)
+    contexts = [context for _, context, _, _ in rows]
+    with torch.inference_mode():
+        reward_a = model.score(contexts, [a for _, _, a, _ in rows], batch_size=batch_size)
+        reward_b = model.score(contexts, [b for _, _, _, b in rows], batch_size=batch_size)
+        probs = model.outcome_logits(torch.as_tensor(reward_a), torch.as_tensor(reward_b))
+    probs_np = probs.exp().double().cpu().numpy()
+    if not state.is_main_process:
+        return len(rows)
+    names = OUTCOMES[: probs_np.shape[1]]
+    output_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = output_path.with_name(output_path.name + ".tmp")
+    try:
+        with tmp.open("w", encoding="utf-8") as fh:
+            for i, (row, _, _, _) in enumerate(rows):
+                out = dict(row)
+                out["probs"] = {name: float(probs_np[i, k]) for k, name in enumerate(names)}
+                out["reward_a"], out["reward_b"] = float(reward_a[i]), float(reward_b[i])
+                fh.write(json.dumps(out, ensure_ascii=False) + "\n")
+        tmp.replace(output_path)
+    except BaseException:  # a full disk, an interrupt: no half-written file is left behind
+        tmp.unlink(missing_ok=True)
+        raise
+    logger.info("scored %d pairs (A vs B) from %s into %s", len(rows), input_path, output_path)
+    return len(rows)

@@ -12,7 +12,7 @@ import yaml
 
 from ..config import ConfigError, load_config
 from ..evaluation import evaluate_run
-from ..scoring import score_file
+from ..scoring import input_format, score_file, score_pairs_file
 from ..train import train
 from .notes import synthetic_note
 from .tables import format_table
@@ -144,6 +144,12 @@ def _describe(recorded: str | None) -> str:
 
 
 def cmd_score(args: argparse.Namespace) -> int:
+    if args.pairs or input_format(args.input) == "pairs":
+        n = score_pairs_file(
+            args.run, args.input, args.output, args.batch_size, checkpoint=args.checkpoint
+        )
+        print(f"scored {n} pairs (A vs B) -> {args.output}")
+        return 0
     n = score_file(
         args.run,
         args.input,
@@ -186,7 +192,18 @@ def make_parser(sub) -> None:
     p.add_argument(
         "--run", "--run-dir", dest="run", required=True, help="run directory (runs/<name>)"
     )
-    p.add_argument("--input", required=True, help="JSONL with context (optional) and response")
+    p.add_argument(
+        "--input",
+        required=True,
+        help="JSONL of single responses (context?, response) or of pairs (A vs B: any "
+        "train-pairwise schema; told apart by the first row's keys)",
+    )
+    p.add_argument(
+        "--pairs",
+        action="store_true",
+        help="read --input as pairs (A vs B), scored by a reward-model run: probs of A, B, "
+        "tie and reward_a, reward_b",
+    )
     p.add_argument("--output", required=True, help="JSONL written with probs and score")
     p.add_argument(
         "--rule", default="expected-utility", choices=["expected-utility", "worst-class"]
