@@ -110,18 +110,7 @@ class PreferenceTask(ModelFolderCheckpoints):
         ema: MarginalEMA | None,
         accelerator: Any,
     ):
-        self.config = config
-        self.train_split = train_split
-        self.valid_split = valid_split
-        self.ema = ema
-        self.accelerator = accelerator
-        self.num_items = len(train_split)
-        self.headline_metrics: tuple[str, ...] = (
-            "loss",
-            config.select_metric,
-            "soft_ce",
-            "accuracy",
-        )
+        super().__init__(config, train_split, valid_split, ema, accelerator)
         # bars of feature encoding and evaluation: on a terminal (None), never with progress=false
         self.progress = None if config.progress and accelerator.is_main_process else False
         self.annotator_aware = config.model.annotator_aware  # loss: annotator_objective

@@ -217,18 +217,7 @@ class PairwiseTask(ModelFolderCheckpoints):
         ema: MarginalEMA | None,
         accelerator: Any,
     ):
-        self.config = config
-        self.train_split = train_split
-        self.valid_split = valid_split
-        self.ema = ema
-        self.accelerator = accelerator
-        self.num_items = len(train_split)
-        self.headline_metrics: tuple[str, ...] = (
-            "loss",
-            config.select_metric,
-            "soft_ce",
-            "accuracy",
-        )
+        super().__init__(config, train_split, valid_split, ema, accelerator)
 
     def forward_backward(
         self, model: Any, micro_batches: list[np.ndarray], backward: Backward

@@ -151,9 +151,31 @@ class ModelFolderCheckpoints:
     """The checkpoint side of a recipe's :class:`bayespref.trainer.Task` for a model that saves
     into a folder: a training checkpoint keeps the model in ``model/``, the best model is the
     folder itself; the task's state is its :class:`~bayespref.losses.MarginalEMA` (or None).
-    Both recipes mix this in (they never import each other)."""
+    Both recipes mix this in (they never import each other), and share its constructor: the
+    run's config, the encoded training and validation splits, the EMA and the accelerator."""
 
     ema: MarginalEMA | None
+
+    def __init__(
+        self,
+        config: Any,
+        train_split: Any,
+        valid_split: Any,
+        ema: MarginalEMA | None,
+        accelerator: Any,
+    ):
+        self.config = config
+        self.train_split = train_split
+        self.valid_split = valid_split
+        self.ema = ema
+        self.accelerator = accelerator
+        self.num_items = len(train_split)
+        self.headline_metrics: tuple[str, ...] = (
+            "loss",
+            config.select_metric,
+            "soft_ce",
+            "accuracy",
+        )
 
     def save_weights(self, model: FolderModel, folder: Path) -> None:
         model.save(folder / "model")
