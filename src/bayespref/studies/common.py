@@ -26,7 +26,7 @@ from typing import Any
 
 import yaml
 
-from ..config import from_dict, to_dict
+from ..config import ConfigError, from_dict, to_dict
 
 # Config keys that do not change what a run computes (ignored when matching a cached run).
 COSMETIC_KEYS = ("progress", "tensorboard")
@@ -66,7 +66,9 @@ def run_status(
     saved_file = run_dir / "config.yaml"
     if not saved_file.is_file():
         return "new"
-    saved = _comparable(yaml.safe_load(saved_file.read_text(encoding="utf-8")) or {})
+    saved = _comparable(
+        as_current_version(type(config), yaml.safe_load(saved_file.read_text(encoding="utf-8")))
+    )
     wanted = _comparable(yaml.safe_load(yaml.safe_dump(to_dict(config))))
     if saved != wanted:
         diff = sorted(_diff_keys(saved, wanted))
@@ -75,6 +77,18 @@ def run_status(
             "to rerun it, or give the study another name"
         )
     return "done" if all((run_dir / f).exists() for f in finished) else "partial"
+
+
+def as_current_version(cls: type, saved: dict | None) -> dict:
+    """A saved run config as this version of ``cls`` reads it: keys added to the config since
+    the run was written take their defaults, so a cached run stays cached when a new option
+    leaves what it computes unchanged. A saved config this version cannot read (a renamed or
+    removed key) comes back as it was, and then differs from the wanted one."""
+    saved = saved or {}
+    try:
+        return yaml.safe_load(yaml.safe_dump(to_dict(from_dict(cls, saved))))
+    except (ConfigError, TypeError, ValueError):
+        return saved
 
 
 def _comparable(config: dict) -> dict:
