@@ -21,6 +21,7 @@ from torch import Tensor
 from torch.distributed.nn.functional import all_gather
 
 from . import metrics as metrics_lib
+from .annotator_prior import annotator_mixture_prior, cross_fitted_crowd
 from .annotators import AnnotatorVocabulary, annotator_objective
 from .batching import forward_in_chunks
 from .config import LossConfig, TrainConfig
@@ -33,6 +34,7 @@ from .evaluation import (
     encode_split,
     evaluate_split,
 )
+from .features import compute_features
 from .losses import LOSSES, MarginalEMA
 from .model import PreferenceModel
 from .trainer import Backward, Trainer
@@ -206,6 +208,8 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
         bars = None if config.progress and accelerator.is_main_process else False
         train_split = encode_split(model, train_set, config.data.alpha, "train", prior, bars)
         valid_split = encode_split(model, valid_set, config.data.alpha, "valid", progress=bars)
+        if config.data.prior == "annotator-mixture":
+            train_split.prior = mixture_prior(model, train_split, train_set, config, bars)
         if accelerator.is_main_process:
             write_data_stats(config.run_dir, train_split, valid_split, train_set, valid_set)
         ema = None
@@ -237,6 +241,37 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
         }
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
     return TrainResult(config.run_dir, state.best_metrics, outcome.last_eval, state.step, baseline)
+
+
+def mixture_prior(
+    model: PreferenceModel,
+    split: EncodedSplit,
+    dataset: AnnotatedDataset,
+    config: TrainConfig,
+    progress: bool | None,
+) -> np.ndarray:
+    """``data.prior=annotator-mixture`` (:mod:`bayespref.annotator_prior`), (N, C) float32:
+    the counts blended with the crowd distribution of cross-fitted annotator heads, fitted on
+    the pooled features of the encoder as it is before training (the frozen encoder's cached
+    features when it stays frozen)."""
+    features = split.features
+    if features is None:
+        features = compute_features(
+            model,
+            split.items,
+            split.pad_token_id,
+            cache_dir=model.config.feature_cache,
+            progress=progress,
+        )
+    crowd = cross_fitted_crowd(features, dataset, config.model.min_annotator_labels, config.seed)
+    prior = annotator_mixture_prior(dataset.counts(), crowd, config.data.prior_strength)
+    logger.info(
+        "annotator-mixture prior: %d items, kappa %.3g, mean |p - counts prior| %.4f",
+        len(prior),
+        config.data.prior_strength,
+        float(np.abs(prior - split.prior).sum(axis=1).mean()),
+    )
+    return prior.astype(np.float32)
 
 
 def write_data_stats(

@@ -18,6 +18,9 @@ from .shared import PaddedBatchesOptimConfig, PeftConfig, RunConfig
 MODEL_KINDS = ("single", "annotator-heads", "annotator-embeddings")
 """``model.kind``: one MLP head (``single``) or an annotator-aware head (:mod:`bayespref.annotators`)."""
 
+PRIORS = ("counts", "dawid-skene", "annotator-mixture")
+"""The values of ``data.prior`` (DataConfig)."""
+
 
 @dataclasses.dataclass
 class DataConfig:
@@ -44,7 +47,13 @@ class DataConfig:
         "counts",
         "training prior p: counts (raw annotator counts) | dawid-skene (the Dawid-Skene "
         "posterior T of the training split in place of the counts: p = (n T + alpha) / "
-        "(n + C alpha)); evaluation targets are always the raw annotator distribution",
+        "(n + C alpha)) | annotator-mixture (p = (count + kappa m) / (n + kappa), m the crowd "
+        "distribution of cross-fitted annotator heads on the frozen encoder's features, kappa = "
+        "prior_strength; needs annotator ids); evaluation targets are always the raw "
+        "annotator distribution",
+    )
+    prior_strength: float = field_help(
+        1.0, "data.prior=annotator-mixture: kappa, the pseudo-annotators the crowd m counts for"
     )
     max_train_items: int | None = field_help(None, "random subsample of the training set (seeded)")
     strict: bool = field_help(False, "refuse items with no usable label instead of skipping them")
@@ -70,8 +79,10 @@ class DataConfig:
             )
         if self.alpha < 0:
             raise ConfigError(f"data.alpha must be >= 0, got {self.alpha}")
-        if self.prior not in ("counts", "dawid-skene"):
-            raise ConfigError(f"data.prior must be counts|dawid-skene, got {self.prior!r}")
+        if self.prior not in PRIORS:
+            raise ConfigError(f"data.prior must be one of {'|'.join(PRIORS)}, got {self.prior!r}")
+        if self.prior_strength <= 0:
+            raise ConfigError(f"data.prior_strength must be > 0, got {self.prior_strength}")
         if not 0.0 <= self.valid_fraction < 1.0:
             raise ConfigError(f"data.valid_fraction must be in [0, 1), got {self.valid_fraction}")
 
