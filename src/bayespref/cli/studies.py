@@ -1,4 +1,5 @@
-"""Study commands: ``compare`` (the loss study) and ``calibration-study``.
+"""Study commands: ``compare`` (the loss study, or the pairwise study of a file with
+``kind: pairwise``) and ``calibration-study``.
 
 Both read a study YAML (``--config``; ``--quick`` for its quick section; ``--set key=value``
 for study keys) and pass the positional ``key=value`` overrides to every preference model they
@@ -17,6 +18,8 @@ from ..studies.calibration_study import run_calibration_study
 from ..studies.calibration_study_config import load_calibration_study
 from ..studies.loss_study import run_study
 from ..studies.loss_study_config import load_study
+from ..studies.pairwise_study import run_pairwise_study
+from ..studies.pairwise_study_config import load_pairwise_study, study_kind
 
 
 def _command_line() -> str:
@@ -25,7 +28,9 @@ def _command_line() -> str:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    """``bayespref compare``: the loss study."""
+    """``bayespref compare``: the loss study, or the pairwise study (``kind: pairwise``)."""
+    if study_kind(args.config) == "pairwise":
+        return compare_pairwise(args)
     study = load_study(args.config, quick=args.quick, overrides=args.set)
     result = run_study(
         study,
@@ -37,6 +42,23 @@ def cmd_compare(args: argparse.Namespace) -> int:
     print(f"report: {result.report}")
     for plot in result.plots:
         print(f"plot:   {plot}")
+    return 0
+
+
+def compare_pairwise(args: argparse.Namespace) -> int:
+    """``bayespref compare`` on a pairwise study: reward-model losses x seeds."""
+    pairwise = load_pairwise_study(args.config, quick=args.quick, overrides=args.set)
+    result = run_pairwise_study(
+        pairwise,
+        report_only=args.report_only,
+        train_overrides=list(args.overrides),
+        command=_command_line(),
+    )
+    print(f"cells: {result.outcome}")
+    for line in result.conclusions:
+        print(f"- {line}")
+    print(f"report:  {result.report}")
+    print(f"results: {result.results}")
     return 0
 
 
@@ -73,11 +95,13 @@ def _add_study_arguments(
 def make_parser(subparsers: Any) -> None:
     """Register ``compare`` and ``calibration-study`` on ``subparsers``."""
     p = subparsers.add_parser(
-        "compare", help="loss study: losses x seeds x data sets, cached -> report.md + plots"
+        "compare",
+        help="loss study: losses x seeds x data sets, cached -> report.md + plots; or a "
+        "pairwise study (kind: pairwise, e.g. configs/pairwise-study.yaml)",
     )
     _add_study_arguments(
         p,
-        example="configs/study.yaml",
+        example="configs/study.yaml or configs/pairwise-study.yaml",
         quick="the study's quick section (minutes)",
         report_only="train nothing; report the finished cells",
         overrides="key=value overrides applied to every cell",
