@@ -20,6 +20,10 @@ One JSON object per line, UTF-8. Blank lines are ignored. Fields:
 ``annotators`` (optional, list of strings/integers, only with ``labels``)
     Annotator ids, parallel to ``labels``. With them, each example keeps who said what
     (``AnnotatedExample.annotations``), which annotator models such as Dawid-Skene need.
+``true_distribution`` (optional, ``C`` probabilities in class order, summing to 1)
+    The generating distribution ``p*`` where it is known (synthetic data).
+``group`` (optional, string or integer)
+    The context the item answers, shared by e.g. one context's candidates (``meta["group"]``).
 
 Any other field is kept in ``AnnotatedExample.meta``. Example::
 
@@ -98,6 +102,7 @@ from ._common import (
     read_text,
     unique_keys,
 )
+from .record_fields import parse_group, parse_true_distribution
 from .schema import (
     LABEL_SPACE_EXAMPLE,
     AnnotatedDataset,
@@ -113,7 +118,10 @@ CONTEXT_SEPARATOR = " ||| "
 LABEL_SEPARATOR = "|"
 COUNT_PREFIX = "count_"
 JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
-KNOWN_FIELDS = ("id", "context", "response", "labels", "counts", "annotators")
+KNOWN_FIELDS = (
+    *("id", "context", "response", "labels", "counts", "annotators"),
+    *("true_distribution", "group"),  # read by record_fields
+)
 MAX_COUNT = 2**31 - 1  # per class and item; keeps sums of counts far from int64 overflow
 
 
@@ -272,6 +280,9 @@ def parse_record(
         if counts.sum() == 0:
             return None, "all counts are zero"
     meta = {k: v for k, v in record.items() if k not in KNOWN_FIELDS}
+    group = parse_group(record.get("group"), fail)
+    if group is not None:
+        meta["group"] = group
     return (
         AnnotatedExample(
             id=item_id,
@@ -279,6 +290,9 @@ def parse_record(
             response=response,
             counts=counts,
             annotations=annotations,
+            true_distribution=parse_true_distribution(
+                record.get("true_distribution"), num_classes, fail
+            ),
             meta=meta,
         ),
         "",
