@@ -12,7 +12,7 @@ import pytest
 from bayespref.config import load_config
 from bayespref.studies import loss_study as study_lib
 from bayespref.studies.common import StudyError
-from bayespref.studies.loss_report import conclusion
+from bayespref.studies.loss_report import annotator_table, conclusion, versus_baseline
 from bayespref.studies.loss_study import fit_temperature, run_study, soft_ce_of_logits
 from bayespref.studies.loss_study_config import BatchSweepSpec, build_cells, load_study
 
@@ -128,6 +128,9 @@ def test_quick_study_end_to_end_cached_and_resumed(quick_study, monkeypatch):
     cached = json.loads((heads[0].config().run_dir / study_lib.EVAL_FILE).read_text())
     for key in ("annotator_error", "annotator_error_majority", "wasserstein", "kl_true"):
         assert np.isfinite(cached["raw"][key]), key
+    # the per-annotator table: every row, the majority baseline beside it
+    assert "### Per annotator (raw)" in report and "annotator_error_majority ↓" in report
+    assert "Lowest per-annotator error rate" in report
     assert {p.stem for p in result.plots} >= {
         "synthetic-validation",
         "synthetic-objectives",
@@ -222,3 +225,23 @@ def test_cell_config_matches_load_config(quick_study):
     expected = load_config(cell.dataset.config, cell.overrides)
     assert cell.config() == expected
     assert expected.seed == cell.seed and expected.loss.name == cell.loss
+
+
+def test_per_annotator_table_compares_the_best_row_with_the_majority_baseline():
+    def entry(error, half_width):
+        return {
+            "raw": {
+                "annotator_error": (error, half_width, 3),
+                "annotator_error_majority": (0.30, 0.0, 3),
+            }
+        }
+
+    rows = {"soft": entry(0.32, 0.01), "annotator-heads": entry(0.25, 0.02)}
+    lines = annotator_table(rows)
+    assert lines[2] == "| row | annotator_error ↓ | annotator_error_majority ↓ |"
+    assert "| `annotator-heads` | 0.2500 ± 0.0200 | 0.3000 ± 0.0000 |" in lines
+    assert any("`annotator-heads` 0.2500 ± 0.0200 against 0.3000" in line for line in lines)
+    assert any("lower, beyond the seed noise" in line for line in lines)
+    assert versus_baseline((0.29, 0.02, 3), 0.30) == "lower, within the seed noise"
+    assert versus_baseline((0.31, 0.01, 3), 0.30) == "not lower"
+    assert annotator_table({"soft": {"raw": {"soft_ce": (0.5, 0.1, 3)}}}) == []  # no ids

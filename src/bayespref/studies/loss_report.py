@@ -14,8 +14,18 @@ from pathlib import Path
 import numpy as np
 
 from .. import metrics as metrics_lib
+from ..annotator_metrics import ANNOTATOR_METRICS
 from .common import format_mean_half_width, git_commit, save_figure
 from .loss_study_config import Cell, StudyConfig
+
+PERSPECTIVIST_COLUMNS = (
+    "annotator_error",
+    "annotator_error_majority",
+    "annotator_distance",
+    "annotator_distance_majority",
+    "wasserstein",
+)
+"""The per-annotator table's columns (:data:`bayespref.annotator_metrics.ANNOTATOR_METRICS`)."""
 
 # ---------------------------------------------------------------------------------------------
 # Conclusions
@@ -260,6 +270,7 @@ def write_report(
                 lines += ["", f"Annotator entropy H(t) (soft CE floor): {floor[0][0]:.4f}"]
             lines.append("")
         main_rows = {r: e for r, e in results.items() if r not in sweep_rows}  # sweep: no contest
+        lines += annotator_table(main_rows)
         lines += _temperature_summary(main_rows)
         for kind, title in (("raw", "raw"), ("scaled", "temperature-scaled")):
             lines += [f"### Conclusions ({title})", ""]
@@ -277,6 +288,52 @@ def write_report(
     path = study.study_dir / "report.md"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
+
+
+def annotator_table(rows: dict) -> list[str]:
+    """Per-annotator predictions against each annotator's label (LeWiDi 2025's perspectivist
+    task), raw, beside the baseline that gives every annotator the item's majority label;
+    nothing for a data set without annotator ids. A row of one distribution predicts the same
+    class for every annotator of an item (its crowd argmax)."""
+    shown = [m for m in PERSPECTIVIST_COLUMNS if any(m in e["raw"] for e in rows.values())]
+    if "annotator_error" not in shown:
+        return []
+    lines = ["### Per annotator (raw)", ""]
+    header = ["row"] + [
+        f"{m} {'↑' if ANNOTATOR_METRICS[m].higher_is_better else '↓'}" for m in shown
+    ]
+    lines.append("| " + " | ".join(header) + " |")
+    lines.append("|" + "---|" * len(header))
+    for row, entry in rows.items():
+        values = [
+            format_mean_half_width(*entry["raw"][m][:2]) if m in entry["raw"] else "–"
+            for m in shown
+        ]
+        lines.append("| " + " | ".join([f"`{row}`", *values]) + " |")
+    errors = {
+        r: e["raw"]["annotator_error"] for r, e in rows.items() if "annotator_error" in e["raw"]
+    }
+    best = min(errors, key=lambda r: errors[r][0])
+    baseline = rows[best]["raw"].get("annotator_error_majority")
+    lines.append("")
+    if baseline is not None:
+        lines.append(
+            f"Lowest per-annotator error rate: `{best}` {format_mean_half_width(*errors[best][:2])}"
+            f" against {baseline[0]:.4f} for the majority label given to every annotator ("
+            f"{versus_baseline(errors[best], baseline[0])})."
+        )
+        lines.append("")
+    return lines
+
+
+def versus_baseline(interval: tuple, baseline: float) -> str:
+    """Whether a (mean, half-width, n) error rate is below a fixed baseline beyond the noise."""
+    mean, half_width = interval[0], interval[1]
+    if mean + half_width < baseline:
+        return "lower, beyond the seed noise"
+    if mean < baseline:
+        return "lower, within the seed noise"
+    return "not lower"
 
 
 def _temperature_summary(rows: dict) -> list[str]:
