@@ -263,9 +263,9 @@ class Trainer:
         eval_every = config.eval_every or steps_per_epoch
         save_every = config.save_every or eval_every
 
-        optimizer = torch.optim.AdamW(
-            param_groups(model, optim.weight_decay), lr=optim.lr, betas=tuple(optim.adam_betas)
-        )
+        head_lr = getattr(optim, "head_lr", None)  # the encoder recipes' head learning rate
+        groups = param_groups(model, optim.weight_decay, head_lr and head_lr / optim.lr)
+        optimizer = torch.optim.AdamW(groups, lr=optim.lr, betas=tuple(optim.adam_betas))
         state = TrainerState()
         initial_eval = self._recorded_eval(0) if self.evaluate_at_start else None  # kept on resume
         if self.resume_from is not None:
@@ -306,7 +306,7 @@ class Trainer:
             lr = lr_at(state.step, total_steps, warmup_steps, optim.lr)
             if math.isfinite(logged["loss"]) and math.isfinite(grad_norm):
                 for group in optimizer.param_groups:
-                    group["lr"] = lr
+                    group["lr"] = lr * group.get("lr_scale", 1.0)
                 optimizer.step()
             else:  # never apply a non-finite update: stop (default) or skip the batch
                 task.load_state_dict(task_state_before)

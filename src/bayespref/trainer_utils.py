@@ -79,18 +79,32 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+def param_groups(
+    model: torch.nn.Module, weight_decay: float, head_lr_scale: float | None = None
+) -> list[dict]:
     """AdamW groups: no weight decay on biases and normalisation weights (1-D parameters);
-    frozen parameters are left out."""
-    decay: list[torch.nn.Parameter] = []
-    no_decay: list[torch.nn.Parameter] = []
-    for param in model.parameters():
+    frozen parameters are left out. With ``head_lr_scale``, the head's parameters (names
+    starting ``head.``) get groups of their own whose ``lr_scale`` multiplies the scheduled
+    learning rate (the trainer reads it), the rest ``lr_scale`` 1; empty groups are left out."""
+    buckets: dict[tuple[bool, bool], list[torch.nn.Parameter]] = {}
+    for name, param in model.named_parameters():
         if param.requires_grad:
-            (no_decay if param.ndim < 2 else decay).append(param)
-    return [
-        {"params": decay, "weight_decay": weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
+            in_head = head_lr_scale is not None and name.startswith("head.")
+            buckets.setdefault((in_head, param.ndim < 2), []).append(param)
+    groups = []
+    for in_head in (False, True):
+        for no_decay in (False, True):
+            params = buckets.get((in_head, no_decay), [])
+            if head_lr_scale is None:  # the two groups of old, even when one is empty
+                if in_head:
+                    continue
+            elif not params:
+                continue
+            group: dict = {"params": params, "weight_decay": 0.0 if no_decay else weight_decay}
+            if head_lr_scale is not None:
+                group["lr_scale"] = head_lr_scale if in_head else 1.0
+            groups.append(group)
+    return groups
 
 
 def is_improvement(metric: str, value: float | None, best: float | None) -> bool:

@@ -62,9 +62,19 @@ class PaddedBatchesOptimConfig(OptimConfig):
         "chunks whose padded/real token ratio stays within this (the loss still sees the whole "
         "random batch); null: one padded pass",
     )
+    head_lr: float | None = field_help(
+        None,
+        "peak learning rate of the head (the parameters after the encoder's pooling), on the "
+        "same schedule; a fine-tuned encoder usually wants a much smaller lr than a fresh "
+        "head; null: optim.lr for every parameter",
+    )
 
     def __post_init__(self):
         super().__post_init__()
+        if self.head_lr is not None and not (math.isfinite(self.head_lr) and self.head_lr > 0):
+            raise ConfigError(
+                f"optim.head_lr must be a finite number > 0 or null, got {self.head_lr}"
+            )
         if self.max_padding_waste is not None and self.max_padding_waste < 1.0:
             raise ConfigError(
                 f"optim.max_padding_waste must be >= 1.0 or null, got {self.max_padding_waste}"
