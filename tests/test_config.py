@@ -15,7 +15,7 @@ CONFIGS = sorted(
     # preference-model training configs only: study grids (test_study.py), generator
     # calibration configs (test_calibration.py, test_calibration_study.py), the generator
     # evaluation and the pairwise (reward-model) configs have schemas of their own
-    if not p.stem.startswith(("study", "calibrat", "evaluate-generator", "pairwise"))
+    if not p.stem.startswith(("study", "calibrat", "evaluate-generator", "pairwise", "annotate"))
 )
 PAIRWISE_CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("pairwise*.yaml"))
 

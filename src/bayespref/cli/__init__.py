@@ -17,7 +17,16 @@ import logging
 import sys
 
 from .. import __version__  # the package silences matplotlib's font-cache line on import
-from . import calibration, export, generator_eval, pairwise, preference, studies
+from . import (
+    annotate,
+    calibration,
+    export,
+    generator_eval,
+    pairwise,
+    preference,
+    rank_eval,
+    studies,
+)
 from .errors import exit_code  # noqa: E402
 
 
@@ -34,6 +43,8 @@ def make_parser() -> argparse.ArgumentParser:
     calibration.make_parser(sub)  # generate, calibrate
     generator_eval.make_parser(sub)  # evaluate-generator
     export.make_parser(sub)  # export-pairs
+    annotate.make_parser(sub)  # annotate-synthetic (the generator's candidates, labelled)
+    rank_eval.make_parser(sub)  # rank-eval (a model's ranking of candidate sets vs the truth)
     studies.make_parser(sub)  # compare (loss study), calibration-study (base vs each loss)
     return parser
 
