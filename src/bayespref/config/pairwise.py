@@ -4,10 +4,11 @@ on pair outcomes, and :class:`PairwiseTrainConfig` joining them with the shared 
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import os
 from typing import Any
 
-from ..data.pairwise import FORMATS
+from ..data.pairwise import FORMATS, HF_FORMAT, HF_OPTIONS
 from ..losses import LOSSES
 from ..metrics import METRICS
 from ..pairwise_losses import PAIRWISE_LOSSES
@@ -16,7 +17,7 @@ from .core import ConfigError, field_help, load_yaml
 from .preference import ModelConfig
 from .shared import PaddedBatchesOptimConfig, PeftConfig, RunConfig
 
-PAIRWISE_DATA_FORMATS = ("auto", *FORMATS, "synthetic")
+PAIRWISE_DATA_FORMATS = ("auto", *FORMATS, HF_FORMAT, "synthetic")
 SYNTHETIC_OPTIONS = ("n", "seed", "min_annotators", "max_annotators")
 PAIRWISE_LOSS_NAMES = (*sorted(LOSSES), *sorted(PAIRWISE_LOSSES))
 SELECTABLE = (
@@ -36,12 +37,15 @@ class PairwiseDataConfig:
     format: str = field_help(
         "synthetic",
         "auto (from the first row's keys) | native | trl | multipref | helpsteer2 (JSON Lines "
-        "files, docs/data.md) | synthetic (pairs with known P*, generated)",
+        "files, docs/data.md) | hf (a Hugging Face dataset whose rows are in one of those "
+        "schemas: {path: <save_to_disk folder, data file or dataset name>, split: train, "
+        "schema: auto}) | synthetic (pairs with known P*, generated)",
     )
     train: str | dict | None = field_help(
         None,
-        "training pairs: a file path, or for synthetic {n, seed, min_annotators, "
-        "max_annotators} (default n: 400, seed: the run's seed)",
+        "training pairs: a file path; for hf a path or name, or {path, split, schema}; for "
+        "synthetic {n, seed, min_annotators, max_annotators} (default n: 400, seed: the run's "
+        "seed)",
     )
     valid: str | dict | None = field_help(
         None, "validation pairs (same forms); null: valid_fraction of train is held out"
@@ -58,6 +62,11 @@ class PairwiseDataConfig:
                 f"data.format must be one of {list(PAIRWISE_DATA_FORMATS)}, got {self.format!r}"
             )
         synthetic = self.format == "synthetic"
+        if self.format == HF_FORMAT and importlib.util.find_spec("datasets") is None:
+            raise ConfigError(
+                "data.format=hf reads Hugging Face datasets, and the `datasets` library is not "
+                "installed: pip install 'bayespref[datasets]'"
+            )
         if self.train is None and not synthetic:
             raise ConfigError(
                 f"data.train: format {self.format!r} needs a file (data.train=<path>)"
@@ -78,6 +87,8 @@ class PairwiseDataConfig:
                         f"data.{split}: unknown option(s) {unknown}; synthetic pairs take "
                         f"{list(SYNTHETIC_OPTIONS)}"
                     )
+            elif self.format == HF_FORMAT:
+                check_hf_spec(spec, f"data.{split}")
             elif not isinstance(spec, str):
                 raise ConfigError(f"data.{split}: give a file path, got {spec!r}")
         if not 0.0 <= self.valid_fraction < 1.0:
@@ -90,6 +101,21 @@ class PairwiseDataConfig:
             raise ConfigError(f"data.alpha must be >= 0, got {self.alpha}")
         if self.max_train_items is not None and self.max_train_items < 1:
             raise ConfigError(f"data.max_train_items must be >= 1, got {self.max_train_items}")
+
+
+def check_hf_spec(spec: Any, key: str) -> None:
+    """An ``hf`` split: a path or dataset name, or ``{path, split, schema}`` with a path."""
+    if isinstance(spec, str):
+        return
+    unknown = sorted(set(spec) - set(HF_OPTIONS)) if isinstance(spec, dict) else []
+    if not isinstance(spec, dict) or unknown or not isinstance(spec.get("path"), str):
+        raise ConfigError(
+            f"{key}: give a dataset path or name, or {{path: ..., split: ..., schema: ...}} "
+            f"(keys {list(HF_OPTIONS)}), got {spec!r}"
+        )
+    schema = spec.get("schema", "auto")
+    if schema not in ("auto", *FORMATS):
+        raise ConfigError(f"{key}.schema must be one of {['auto', *FORMATS]}, got {schema!r}")
 
 
 @dataclasses.dataclass

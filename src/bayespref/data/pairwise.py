@@ -17,7 +17,8 @@ the votes for each. Readers, one per schema, all JSON Lines (one object per line
   ``|preference_strength|``.
 
 Rows from a Hugging Face dataset (or any iterable of dicts) go through :func:`pairs_from_records`
-with the same schemas. Errors follow the other loaders: one line, file and line number.
+with the same schemas; :func:`load_pairwise_hf` (``format="hf"``) reads one with the
+``datasets`` library. Errors follow the other loaders: one line, file and line number.
 """
 
 from __future__ import annotations
@@ -39,6 +40,12 @@ logger = logging.getLogger(__name__)
 
 OUTCOMES = ("A", "B", "tie")
 FORMATS = ("native", "trl", "multipref", "helpsteer2")
+"""The row schemas (one parser each)."""
+HF_FORMAT = "hf"
+"""A Hugging Face dataset whose rows are in one of :data:`FORMATS` (:func:`load_pairwise_hf`)."""
+HF_OPTIONS = ("path", "split", "schema")
+"""The keys of an ``hf`` split spec: ``{path, split, schema}``."""
+HF_FILE_BUILDERS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet"}
 MAX_VOTES = 10**6
 MULTIPREF_OUTCOME = {
     "A-is-clearly-better": 0,
@@ -161,12 +168,24 @@ def guess_format(record: Mapping[str, Any]) -> str:
 
 
 def load_pairwise(
-    path: str | os.PathLike[str], format: str = "auto", name: str | None = None
+    path: str | os.PathLike[str] | Mapping[str, Any], format: str = "auto", name: str | None = None
 ) -> PairwiseDataset:
     """Read a JSON Lines file of pairs in one of :data:`FORMATS` (``auto``: from the first
-    row's keys). Raises :class:`DataError` with file and line for any malformed row."""
+    row's keys), or with ``format="hf"`` a Hugging Face dataset (``path``: its path or name, or
+    a mapping of :data:`HF_OPTIONS`; :func:`load_pairwise_hf`). Raises :class:`DataError`
+    with file and line (or row) for any malformed row."""
+    if format == HF_FORMAT:
+        spec = dict(path) if isinstance(path, Mapping) else {"path": path}
+        unknown = sorted(set(spec) - set(HF_OPTIONS))
+        if unknown or "path" not in spec:
+            raise DataError(f"an hf split takes {list(HF_OPTIONS)} with a path, got {spec!r}")
+        return load_pairwise_hf(**spec, name=name)
+    if isinstance(path, Mapping):
+        raise DataError(f"format {format!r} reads a file path, got {dict(path)!r}")
     if format != "auto" and format not in FORMATS:
-        raise DataError(f"pairwise format must be auto or one of {FORMATS}, got {format!r}")
+        raise DataError(
+            f"pairwise format must be auto or one of {(*FORMATS, HF_FORMAT)}, got {format!r}"
+        )
     source = str(path)
     text = read_text(path)
     records = list(jsonl_objects(text, source))
@@ -175,6 +194,70 @@ def load_pairwise(
     return pairs_from_records(
         [r for r, _ in records], source, format, [n for _, n in records], name or Path(path).stem
     )
+
+
+def load_pairwise_hf(
+    path: str | os.PathLike[str],
+    split: str | None = None,
+    schema: str = "auto",
+    name: str | None = None,
+) -> PairwiseDataset:
+    """Pairs from a Hugging Face dataset whose rows are in ``schema`` (one of :data:`FORMATS`,
+    or ``auto`` per row), read with the ``datasets`` library.
+
+    ``path``: a ``save_to_disk`` folder (``datasets.load_from_disk``; a ``DatasetDict`` needs
+    ``split`` unless it has one), a ``.json``/``.jsonl``/``.csv``/``.parquet`` file, or else a
+    dataset name for ``datasets.load_dataset(path, split=split or "train")`` (downloaded when
+    the machine can reach the Hub). A null value in a row (Arrow's fill for a key the row lacks)
+    counts as an absent key. Errors name the dataset and the 1-based row.
+    """
+    source = str(path) + (f"[{split}]" if split else "")
+    if schema != "auto" and schema not in FORMATS:
+        raise DataError(f"schema must be auto or one of {list(FORMATS)}, got {schema!r}", source)
+    try:
+        import datasets  # optional: pip install bayespref[datasets]
+    except ImportError:
+        raise DataError(
+            "format hf reads Hugging Face datasets and the `datasets` library is not installed: "
+            "pip install 'bayespref[datasets]'",
+            source,
+        ) from None
+    local = Path(path)
+    if local.is_dir():
+        loaded = datasets.load_from_disk(str(local))
+        if isinstance(loaded, datasets.DatasetDict):
+            if split is None and len(loaded) == 1:
+                split = next(iter(loaded))
+            if split not in loaded:
+                raise DataError(f"give split= one of {list(loaded)} (got {split!r})", source)
+            loaded = loaded[split]
+    elif local.is_file():
+        builder = HF_FILE_BUILDERS.get(local.suffix.lower())
+        if builder is None:
+            raise DataError(f"cannot read {local.suffix!r} files: {list(HF_FILE_BUILDERS)}", source)
+        loaded = datasets.load_dataset(builder, data_files=str(local), split=split or "train")
+    else:
+        try:
+            loaded = datasets.load_dataset(str(path), split=split or "train")
+        except (OSError, ValueError) as err:  # not found, offline, unknown split
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise DataError(
+                f"not a local dataset, and loading it by name failed: {first}", source
+            ) from None
+    if len(loaded) == 0:
+        raise DataError("no pairs in the dataset (it is empty)", source)
+    rows = (drop_nulls(row) for row in loaded)
+    return pairs_from_records(rows, source, schema, None, name or local.name or "pairs")
+
+
+def drop_nulls(value: Any) -> Any:
+    """``value`` with every null entry of a mapping removed, at any depth (lists keep their
+    items): a Hugging Face row fills the keys a row lacks with null."""
+    if isinstance(value, Mapping):
+        return {k: drop_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [drop_nulls(v) for v in value]
+    return value
 
 
 def jsonl_objects(text: str, source: str) -> Iterable[tuple[dict, int]]:
