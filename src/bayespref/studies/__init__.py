@@ -10,4 +10,7 @@
   (the config and each step's config), :mod:`.calibration_study` (preference models,
   candidates, calibrations, evaluation: the recipe), :mod:`.calibration_report` (the acceptance
   verdict, plots, ``report.md``).
+- The pairwise study (``bayespref compare`` on a study file with ``kind: pairwise``):
+  :mod:`.pairwise_study_config`, :mod:`.pairwise_study`, :mod:`.pairwise_report` (reward-model
+  losses on synthetic pairs with a known ``P*``).
 """
