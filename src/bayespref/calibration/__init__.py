@@ -10,12 +10,15 @@ Two halves, each a CLI subcommand (``bayespref generate`` and ``bayespref calibr
 2. :func:`calibrate` (:mod:`.recipe`): fine-tune the generator (fully or with LoRA) on
    ``L = w_mle * NLL(gold) + w_rank * L_rank (+ w_gold * L_gold)`` (:mod:`.losses`, through
    the teacher-forced forward of :mod:`.forward`) and write ``<run>/generator/``, loadable by
-   ``AutoModelForCausalLM.from_pretrained``.
+   ``AutoModelForCausalLM.from_pretrained``. With ``eval_ranking`` the held-out contexts get
+   candidates too (searched once, cached beside the training ones), and every evaluation logs
+   the generator's own ranking accuracy on them (:mod:`.ranking`): what the ranking loss taught.
 
 The modules, bottom to top: :mod:`.config` (what a run is configured with), :mod:`.losses`
 (pure functions), :mod:`.forward` (log-probabilities of continuations, one context's loss),
 :mod:`.contexts` (the training and held-out contexts), :mod:`.candidates` (the file format),
-:mod:`.search` (candidate search and rescoring), :mod:`.recipe` (the training run). Loading
+:mod:`.search` (candidate search and rescoring), :mod:`.ranking` (the generator's ranking
+accuracy on held-out candidates), :mod:`.recipe` (the training run). Loading
 the generator, the prompt format and the gold NLL live in :mod:`bayespref.lm`.
 """
 
@@ -25,6 +28,7 @@ from .candidates import (
     candidate_row_problem,
     candidates_meta_path,
     dedupe_and_rank,
+    held_out_candidates_path,
     read_candidates,
 )
 from .config import (
@@ -49,8 +53,9 @@ from .losses import (
     sequence_scores,
     token_nll,
 )
+from .ranking import HeldOutRanking, generator_ranking_accuracy, held_out_ranking
 from .recipe import CalibrationResult, calibrate, save_generator
-from .search import build_candidates, rescore_candidates
+from .search import build_candidates, rescore_candidates, write_held_out_candidates
 
 __all__ = [
     "CANDIDATES_FORMAT",
@@ -61,6 +66,7 @@ __all__ = [
     "CandidateCacheError",
     "ContextsConfig",
     "EncodedExample",
+    "HeldOutRanking",
     "ScorerConfig",
     "build_candidates",
     "calibrate",
@@ -71,7 +77,10 @@ __all__ = [
     "dedupe_and_rank",
     "encode_example",
     "example_loss",
+    "generator_ranking_accuracy",
     "gold_margin_loss",
+    "held_out_candidates_path",
+    "held_out_ranking",
     "load_contexts",
     "margin_ranking_loss",
     "pooled_gold_nll",
@@ -81,4 +90,5 @@ __all__ = [
     "sequence_scores",
     "split_contexts",
     "token_nll",
+    "write_held_out_candidates",
 ]

@@ -8,8 +8,10 @@
 Candidates are ranked best first (:func:`dedupe_and_rank`: identical texts kept once with a
 ``count``). The settings the file was made with sit in ``<stem>.meta.json``
 (:func:`candidates_meta_path`) as ``{"settings", "complete", "num_contexts", ...}``;
-:func:`read_candidates` reads both. Written by :mod:`bayespref.calibration.search`, read by the
-recipe and by ``export-pairs``: this module is the format and nothing else.
+:func:`read_candidates` reads both. The held-out contexts' candidates, in the same format,
+sit beside the file (:func:`held_out_candidates_path`). Written by
+:mod:`bayespref.calibration.search`, read by the recipe and by ``export-pairs``: this module is
+the format and nothing else.
 """
 
 from __future__ import annotations
@@ -50,6 +52,14 @@ def candidates_meta_path(path: str | os.PathLike) -> Path:
     """The settings sidecar of a candidate file: ``<stem>.meta.json`` beside it."""
     path = Path(path)
     return path.with_name(path.stem + ".meta.json")
+
+
+def held_out_candidates_path(path: str | os.PathLike) -> Path:
+    """The held-out contexts' candidate file beside a training one: ``<stem>.eval.jsonl``
+    (its settings in ``<stem>.eval.meta.json``), searched only to measure the generator's
+    ranking accuracy (:mod:`bayespref.calibration.ranking`), never trained on."""
+    path = Path(path)
+    return path.with_name(path.stem + ".eval" + path.suffix)
 
 
 def read_candidates(path: str | os.PathLike) -> tuple[dict, list[dict]]:

@@ -140,6 +140,12 @@ class CalibrationConfig(RunConfig):
         "shared-context (run the context once, reuse its KV cache for gold + candidates) | "
         "naive (context repeated on every row); same losses and gradients",
     )
+    eval_ranking: bool = field_help(
+        True,
+        "log the generator's ranking accuracy on the held-out contexts' candidates at every "
+        "evaluation (rank_acc_pm; rank_acc_oracle on synthetic data); their candidates are "
+        "searched once and cached beside the training ones (<candidates stem>.eval.jsonl)",
+    )
 
     def __post_init__(self):
         super().__post_init__()

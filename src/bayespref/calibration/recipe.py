@@ -33,7 +33,8 @@ from .candidates import read_candidates
 from .config import CalibrationConfig
 from .contexts import load_contexts, split_contexts
 from .forward import encode_example, example_loss, pooled_gold_nll
-from .search import write_candidates
+from .ranking import HeldOutRanking, held_out_ranking
+from .search import write_candidates, write_held_out_candidates
 
 TRAINABLE_FILE = "trainable.safetensors"
 
@@ -55,10 +56,11 @@ class CalibrationResult:
 class CalibrationTask:
     """The calibration recipe's side of :class:`bayespref.trainer.Task`: micro-batches of
     training contexts (gold + ranked candidates each, forwarded one context at a time), the
-    held-out gold NLL, and the trainable weights (LoRA: the adapters only)."""
+    held-out gold NLL and (``ranking``) the generator's ranking accuracy on the held-out
+    candidates, and the trainable weights (LoRA: the adapters only)."""
 
     eval_split = "eval"
-    headline_metrics: tuple[str, ...] = ("gold_nll",)
+    headline_metrics: tuple[str, ...] = ("gold_nll", "rank_acc_pm", "rank_acc_oracle")
 
     def __init__(
         self,
@@ -67,12 +69,14 @@ class CalibrationTask:
         eval_examples: list,
         ids: list,
         pad_token_id: int,
+        ranking: HeldOutRanking | None = None,
     ):
         self.config = config
         self.examples = examples
         self.eval_examples = eval_examples
         self.ids = ids
         self.pad_token_id = pad_token_id
+        self.ranking = ranking
         self.num_items = len(examples)
 
     def forward_backward(
@@ -95,8 +99,17 @@ class CalibrationTask:
         return totals
 
     def evaluate(self, model: torch.nn.Module) -> dict[str, float] | None:
+        results = {}
         nll = pooled_gold_nll(model, self.eval_examples, self.pad_token_id)
-        return None if nll is None else {"gold_nll": nll}
+        if nll is not None:
+            results["gold_nll"] = nll
+        if self.ranking is not None:
+            results.update(
+                self.ranking.evaluate(
+                    model, self.config.loss, self.pad_token_id, self.config.forward
+                )
+            )
+        return results or None
 
     def item_ids(self, indices: np.ndarray) -> list:
         return [self.ids[i] for i in indices]
@@ -158,6 +171,16 @@ def calibrate(config: CalibrationConfig, resume: bool = False) -> CalibrationRes
         # ---- candidates (from the base generator, before any update)
         candidates_path = write_candidates(config, train_rows, generator)
         _, candidate_rows = read_candidates(candidates_path)
+        ranking, held_out_path = None, None
+        if config.eval_ranking and eval_rows:  # what the ranking loss teaches, measured apart
+            with torch.random.fork_rng(devices=[]):  # the run's RNG stream stays as without it
+                held_out_path = write_held_out_candidates(config, eval_rows, generator)
+            ranking = held_out_ranking(
+                generator,
+                read_candidates(held_out_path)[1],
+                pm=config.scorer.run is not None,
+                oracle=config.data.source == "synthetic",
+            )
         examples = [encode_example(generator, row) for row in candidate_rows]
         eval_examples = [
             (generator.prompt_ids(r["context"]), generator.target_ids(r["gold"])) for r in eval_rows
@@ -171,7 +194,9 @@ def calibrate(config: CalibrationConfig, resume: bool = False) -> CalibrationRes
         # ---- train
         model = wrap_peft(generator.model, config.peft, "causal-lm")
         ids = [row["id"] for row in candidate_rows]
-        task = CalibrationTask(config, examples, eval_examples, ids, generator.pad_token_id)
+        task = CalibrationTask(
+            config, examples, eval_examples, ids, generator.pad_token_id, ranking
+        )
         outcome = trainer.fit(model, task)
         model = accelerator.unwrap_model(model)
 
@@ -191,6 +216,14 @@ def calibrate(config: CalibrationConfig, resume: bool = False) -> CalibrationRes
         "final_eval_gold_nll": eval_nll,
         "generator_dir": str(generator_dir),
     }
+    if ranking is not None:  # the generator's ranking accuracy before and after
+        summary["held_out_candidates"] = str(held_out_path)
+        summary["held_out_candidate_count"] = ranking.num_candidates
+        for name in ranking.references:
+            key = f"rank_acc_{name}"
+            summary[f"held_out_pairs_{name}"] = ranking.num_pairs(name)
+            summary[f"initial_eval_{key}"] = (outcome.initial_eval or {}).get(key)
+            summary[f"final_eval_{key}"] = (outcome.last_eval or {}).get(key)
     (config.run_dir / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
     return CalibrationResult(
         config.run_dir, generator_dir, candidates_path, outcome.state.step, eval_nll, initial_nll

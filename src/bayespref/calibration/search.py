@@ -34,6 +34,7 @@ from .candidates import (
     CandidateCacheError,
     candidates_meta_path,
     dedupe_and_rank,
+    held_out_candidates_path,
     read_candidate_rows,
     read_candidates,
     settings_diff,
@@ -45,8 +46,12 @@ from .contexts import load_contexts, split_contexts
 logger = logging.getLogger(__name__)
 
 
-def _candidate_settings(config: CalibrationConfig, train_rows: list[dict]) -> dict:
-    """What the candidates depend on; a cached file is reused only when this matches."""
+def _candidate_settings(
+    config: CalibrationConfig, train_rows: list[dict], held_out: bool = False
+) -> dict:
+    """What the candidates depend on; a cached file is reused only when this matches.
+    ``held_out``: the settings of the held-out contexts' file (``train_rows`` are then those
+    contexts; the training file's settings are unchanged by it)."""
     path, gguf_file, eos = resolve_generator(config.generator)
     g = config.generator
     decoding = dataclasses.asdict(config.decoding)
@@ -74,9 +79,10 @@ def _candidate_settings(config: CalibrationConfig, train_rows: list[dict]) -> di
         },
         "decoding": decoding,
         "contexts": {
+            **({"split": "held-out"} if held_out else {}),
             **dataclasses.asdict(config.data),
             "split_seed": config.seed,
-            "num_train": len(train_rows),
+            ("num_held_out" if held_out else "num_train"): len(train_rows),
             "ids_sha256": hashlib.sha256(ids.encode()).hexdigest(),
         },
     }
@@ -96,17 +102,24 @@ def _scorer_fingerprint(scorer: ScorerConfig) -> str | None:
 
 
 def build_candidates(config: CalibrationConfig) -> Path:
-    """Generate, score, rank and cache the candidates of the training contexts.
+    """Generate, score, rank and cache the candidates of the training contexts, and (with
+    ``eval_ranking``) of the held-out contexts beside them (:func:`held_out_candidates_path`).
 
     Returns the JSONL path (``config.candidates_path``). Reuses a complete file with the same
-    settings, continues an interrupted one, and refuses one made with other settings.
+    settings, continues an interrupted one, and refuses one made with other settings. Under
+    several processes only the training file is searched (calibrate adds the held-out one).
     """
     seed_everything(config.seed)
-    train_rows, _ = split_contexts(load_contexts(config.data), config.data, config.seed)
+    train_rows, eval_rows = split_contexts(load_contexts(config.data), config.data, config.seed)
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         return _build_candidates_sharded(config, train_rows)
     with RunLock(config.run_dir):  # one writer: calibrate on the same run waits its turn
-        return write_candidates(config, train_rows, generator=None)
+        path, generator = _write_candidate_file(
+            config, config.candidates_path, _candidate_settings(config, train_rows), train_rows
+        )
+        if config.eval_ranking and eval_rows:
+            write_held_out_candidates(config, eval_rows, generator)
+        return path
 
 
 def _build_candidates_sharded(config: CalibrationConfig, train_rows: list[dict]) -> Path:
@@ -120,7 +133,8 @@ def _build_candidates_sharded(config: CalibrationConfig, train_rows: list[dict])
     with lock:
         status: list[int | str | None] = [None]
         if state.is_main_process:  # check the cache; `write_candidates` with nothing to do
-            status = [_prepare_candidate_cache(config, train_rows)]
+            settings = _candidate_settings(config, train_rows)
+            status = [_prepare_candidate_cache(path, settings, train_rows)]
         done_before = broadcast_object_list(status)[0]
         if isinstance(done_before, str):  # "complete"
             return path
@@ -174,11 +188,10 @@ def cached_meta(path: Path, settings: dict) -> dict | None:
     return meta
 
 
-def _prepare_candidate_cache(config: CalibrationConfig, train_rows: list[dict]) -> int | str:
-    """Check or start the cache file: the number of contexts already in it, or "complete"."""
-    path = config.candidates_path
+def _prepare_candidate_cache(path: Path, settings: dict, train_rows: list[dict]) -> int | str:
+    """Check or start the cache file of ``train_rows`` (the contexts it holds, in order) made
+    with ``settings``: the number of contexts already in it, or "complete"."""
     meta_path = candidates_meta_path(path)
-    settings = _candidate_settings(config, train_rows)
     meta = cached_meta(path, settings)
     if meta is not None:
         done, complete = read_candidate_rows(path, tolerate_partial_last=True)
@@ -189,7 +202,7 @@ def _prepare_candidate_cache(config: CalibrationConfig, train_rows: list[dict]) 
         expected = [r["id"] for r in train_rows[: len(done)]]
         if [r["id"] for r in done] != expected or len(done) > len(train_rows):
             raise CandidateCacheError(
-                f"{path}: its contexts are not the training contexts in order; delete it"
+                f"{path}: its contexts are not this run's contexts in order; delete it"
             )
         if meta.get("complete") and len(done) == len(train_rows):
             logger.info("reusing %d cached candidate lists from %s", len(done), path)
@@ -217,11 +230,33 @@ def write_candidates(
     """Check, resume or write the candidate file of ``train_rows`` in this process, then mark
     it complete; the caller holds the run lock. ``generator``: the loaded base generator (None:
     loaded here when there is anything to generate)."""
-    path = config.candidates_path
     settings = _candidate_settings(config, train_rows)
-    done = _prepare_candidate_cache(config, train_rows)
+    return _write_candidate_file(config, config.candidates_path, settings, train_rows, generator)[0]
+
+
+def write_held_out_candidates(
+    config: CalibrationConfig, eval_rows: list[dict], generator: Generator | None
+) -> Path:
+    """:func:`write_candidates` for the held-out contexts, into
+    :func:`held_out_candidates_path` of the candidate file (the same search, scorer and
+    cache rules): what the generator's ranking accuracy is measured on, never trained on."""
+    settings = _candidate_settings(config, eval_rows, held_out=True)
+    path = held_out_candidates_path(config.candidates_path)
+    return _write_candidate_file(config, path, settings, eval_rows, generator)[0]
+
+
+def _write_candidate_file(
+    config: CalibrationConfig,
+    path: Path,
+    settings: dict,
+    train_rows: list[dict],
+    generator: Generator | None = None,
+) -> tuple[Path, Generator | None]:
+    """:func:`write_candidates` into ``path`` with ``settings``; also returns the generator
+    (loaded here if there was anything to search, else the one passed in)."""
+    done = _prepare_candidate_cache(path, settings, train_rows)
     if isinstance(done, str):  # "complete"
-        return path
+        return path, generator
     todo = train_rows[done:]
     if todo:
         generator = generator or load_generator(config.generator)
@@ -246,7 +281,7 @@ def write_candidates(
         meta["num_generated"],
         path,
     )
-    return path
+    return path, generator
 
 
 def rescore_candidates(config: CalibrationConfig, source: str | os.PathLike) -> Path:
@@ -258,13 +293,39 @@ def rescore_candidates(config: CalibrationConfig, source: str | os.PathLike) -> 
     scores keep the source's order). The result goes to ``config.candidates_path`` in the same
     format, with the settings ``config`` would have written, so :func:`calibrate` and
     ``export-pairs`` read it as if :func:`build_candidates` had made it. A complete file with
-    these settings is reused.
+    these settings is reused. With ``eval_ranking``, the source's held-out file
+    (:func:`held_out_candidates_path`), when there is a complete one, is re-scored the same way
+    beside the result (else calibrate searches the held-out contexts itself).
     """
-    if config.scorer.run is None:
+    scorer_run = config.scorer.run
+    if scorer_run is None:
         raise ConfigError("rescore_candidates needs scorer.run: a preference or reward model run")
-    train_rows, _ = split_contexts(load_contexts(config.data), config.data, config.seed)
+    train_rows, eval_rows = split_contexts(load_contexts(config.data), config.data, config.seed)
+    scorers: list = []  # loaded once, on first use
+
+    def scorer():
+        if not scorers:
+            scorers.append(load_ranker(scorer_run, checkpoint=config.scorer.checkpoint))
+        return scorers[0]
+
     settings = _candidate_settings(config, train_rows)
-    path = config.candidates_path
+    path = _rescore_file(config, Path(source), config.candidates_path, settings, scorer)
+    held_out_source = held_out_candidates_path(source)
+    if config.eval_ranking and eval_rows and held_out_source.is_file():
+        settings = _candidate_settings(config, eval_rows, held_out=True)
+        destination = held_out_candidates_path(config.candidates_path)
+        try:
+            _rescore_file(config, held_out_source, destination, settings, scorer)
+        except CandidateCacheError as err:  # not these contexts: calibrate searches them
+            logger.info("held-out candidates not re-scored: %s", err)
+    return path
+
+
+def _rescore_file(
+    config: CalibrationConfig, source: Path, path: Path, settings: dict, scorer
+) -> Path:
+    """:func:`rescore_candidates` of one file: ``source`` re-scored by ``scorer()`` into
+    ``path`` with ``settings`` (reused when complete with them)."""
     meta = cached_meta(path, settings)
     if meta is not None:
         if meta.get("complete"):
@@ -277,13 +338,12 @@ def rescore_candidates(config: CalibrationConfig, source: str | os.PathLike) -> 
         raise CandidateCacheError(
             f"{source} is incomplete or holds other candidates ({settings_diff(have, wanted)})"
         )
-    scorer = load_ranker(config.scorer.run, checkpoint=config.scorer.checkpoint)
     texts = [
         [c["text"] for c in row["candidates"] for _ in range(c["count"])] for row in source_rows
     ]
     contexts = [row["context"] for row, t in zip(source_rows, texts) for _ in t]
     flat = [text for t in texts for text in t]
-    scores = scorer.score(
+    scores = scorer().score(
         contexts, flat, rule=config.scorer.rule, batch_size=config.scorer.batch_size
     )
     lines, start = [], 0
