@@ -113,3 +113,31 @@ def test_two_process_scoring_writes_the_single_process_file(tmp_path, tiny_encod
     for a, b in zip(single, parallel):
         assert b["score"] == pytest.approx(a["score"], abs=1e-6)
         assert b["probs"] == pytest.approx(a["probs"], abs=1e-6)
+
+
+@pytest.mark.skipif(TORCHRUN is None, reason="torchrun not found beside the Python interpreter")
+def test_annotator_heads_train_the_same_on_two_processes(tmp_path, tiny_encoder_dir):
+    """Per-annotator heads under data parallelism: each process's mean annotator loss, averaged
+    by DDP, gives the single process's gradient on the global batch (every slot's output layer
+    included, the slots absent from a process's share getting zero there)."""
+    common = ["--encoder", tiny_encoder_dir, "--kind", "annotator-heads"]
+    one, two = tmp_path / "one.safetensors", tmp_path / "two.safetensors"
+    _run([sys.executable, str(STEP_SCRIPT), *common, "--batch-size", "16", "--output", str(one)])
+    _run(
+        [
+            TORCHRUN,
+            "--nproc_per_node",
+            "2",
+            str(STEP_SCRIPT),
+            *common,
+            "--batch-size",
+            "8",
+            "--output",
+            str(two),
+        ]
+    )
+    single, parallel = load_file(str(one)), load_file(str(two))
+    assert single.keys() == parallel.keys() and "grad.head.out.weight" in single
+    assert float(single["grad.head.out.weight"].abs().sum()) > 0
+    for key in single:
+        torch.testing.assert_close(parallel[key], single[key], rtol=1e-5, atol=1e-6, msg=key)
