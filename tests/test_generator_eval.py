@@ -367,3 +367,87 @@ def test_json_safe_writes_nan_as_null():
     assert json_safe({"a": [math.nan, np.float32(1.5), (math.inf, 2)]}) == {
         "a": [None, 1.5, [None, 2]]
     }
+
+
+def write_candidate_file(folder: Path, scorer_run: str | None) -> Path:
+    """Two candidate sets in the candidate-file format; the file's PM ties two of set b."""
+    rows = [
+        {"id": "a", "context": "I failed my exam.", "gold": None, "candidates": [
+            {"text": "I'm so sorry, that sounds hard.", "score": 0.9, "count": 1},
+            {"text": "Exams happen.", "score": 0.2, "count": 2},
+            {"text": "whatever", "score": -0.5, "count": 1},
+        ], "num_generated": 4, "num_unique": 3},
+        {"id": "b", "context": ["My dog died.", "I miss him."], "gold": None, "candidates": [
+            {"text": "That must hurt a lot.", "score": 0.4, "count": 1},
+            {"text": "Dogs are nice.", "score": 0.4, "count": 1},
+        ], "num_generated": 2, "num_unique": 2},
+    ]  # fmt: skip
+    path = folder / "sets.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    meta = {"settings": {"scorer": {"run": scorer_run}}, "complete": True}
+    (folder / "sets.meta.json").write_text(json.dumps(meta))
+    return path
+
+
+def test_cli_reports_each_generators_own_ranking_of_candidate_sets(tmp_path, generators):
+    from bayespref.calibration import CalibrationLossConfig, generator_ranking_accuracy
+    from bayespref.calibration.ranking import generator_candidate_scores
+
+    base, run = generators
+    sets = write_candidate_file(tmp_path, scorer_run="runs/pm")
+    out = tmp_path / "eval"
+    code = run_cli(
+        ["--base", str(base), "--calibrated", str(run), "--contexts", write_contexts(tmp_path),
+         "--judge", "oracle", "--output", str(out), "--max-new-tokens", "4",
+         f"candidates={sets}", "length_penalty=0.5"]
+    )  # fmt: skip
+    assert code == 0
+    ranking = json.loads((out / "eval.json").read_text())["ranking"]
+    # set a: 3 pairs; set b: its one pair is a PM tie, left out (the oracle tells them apart)
+    assert ranking["sets"] == 2 and ranking["candidates"] == 5 and ranking["pairs"]["pm"] == 3
+    assert ranking["pairs"]["judge"] == 4 and ranking["file"] == str(sets)
+    assert "| pm ↑ | 3 |" in (out / "eval.md").read_text()
+
+    # each generator's value, recomputed by hand from its own scores (a = 0.5)
+    rows = [json.loads(line) for line in sets.read_text().splitlines()]
+    pm = [c["score"] for r in rows for c in r["candidates"]]
+    oracle = OracleJudge().utilities(
+        [r["context"] for r in rows for _ in r["candidates"]],
+        [c["text"] for r in rows for c in r["candidates"]],
+    )
+    groups = [r["id"] for r in rows for _ in r["candidates"]]
+    for side, spec in (("base", base), ("calibrated", run)):
+        generator = load_generator(spec)
+        scores = generator_candidate_scores(
+            generator.model,
+            [generator.prompt_ids(r["context"]) for r in rows],
+            [[generator.target_ids(c["text"]) for c in r["candidates"]] for r in rows],
+            CalibrationLossConfig(length_penalty=0.5),
+            generator.pad_token_id,
+        )
+        got = ranking[side]
+        assert got["rank_acc_pm"] == pytest.approx(generator_ranking_accuracy(scores, pm, groups))
+        assert got["rank_acc_judge"] == pytest.approx(
+            generator_ranking_accuracy(scores, oracle, groups)
+        )
+
+    # a file ranked by beam score (no PM): only the judge is a reference
+    sets = write_candidate_file(tmp_path, scorer_run=None)
+    run_cli(
+        ["--base", str(base), "--calibrated", str(run), "--contexts", write_contexts(tmp_path),
+         "--judge", "oracle", "--output", str(out), "--max-new-tokens", "4", f"candidates={sets}"]
+    )  # fmt: skip
+    ranking = json.loads((out / "eval.json").read_text())["ranking"]
+    assert set(ranking["pairs"]) == {"judge"} and set(ranking["base"]) == {"rank_acc_judge"}
+    with pytest.raises(ConfigError, match="length_penalty must be >= 0"):
+        load_yaml(
+            GeneratorEvalConfig,
+            None,
+            [
+                f"base={base}",
+                f"calibrated={run}",
+                "contexts=x",
+                "judge=oracle",
+                "length_penalty=-1",
+            ],
+        )

@@ -21,6 +21,10 @@ descriptive quantity that must not drive selection). ``N`` items, ``u_i`` the ju
 - ``distinct_1``, ``distinct_2``: distinct n-grams / all n-grams over all answers (Li et al.
   2016), on lower-cased word and punctuation tokens.
 - ``mean_length``: mean answer length in generator tokens (stop token excluded).
+- ``ranking`` (with ``candidates``: a candidate file): each generator's own ranking accuracy on
+  the file's candidate sets, ``P(y) = sum log p / |y|^a`` ordering pairs as the file's scores
+  do (``rank_acc_pm``: the preference model that ranked them) and as the judge does
+  (``rank_acc_judge``); :mod:`bayespref.calibration.ranking`, random 0.5.
 
 Contexts come from a JSONL file ``{"id", "context" (string or list of turns), "gold"}``,
 ``synthetic:N:SEED`` or ``convabuse:PATH`` (:func:`~bayespref.data.contexts.contexts_from_spec`).
@@ -45,6 +49,7 @@ import sacrebleu
 from numpy.typing import ArrayLike
 from rouge_score import rouge_scorer
 
+from .calibration import CandidateRanking, read_candidates
 from .config import ConfigError, DecodingConfig, field_help, section_default
 from .data.contexts import Context, contexts_from_spec
 from .decoding import ANSWER_DECODING, answer_decoding, decode
@@ -164,6 +169,7 @@ class GeneratorOutputs:
     lengths: list[int]
     gold_nll: np.ndarray  # (N,) nan where there is no gold
     gold_tokens: np.ndarray  # (N,)
+    ranking: dict[str, float] | None = None  # rank_acc_<reference> on the candidate sets
 
 
 def run_generator(
@@ -173,8 +179,10 @@ def run_generator(
     name: str | None = None,
     *,
     chat_template: bool | None = None,
+    ranking: CandidateRanking | None = None,
 ) -> GeneratorOutputs:
-    """Decode every context and score every gold with one generator.
+    """Decode every context and score every gold with one generator (and, with ``ranking``,
+    measure its own ranking accuracy on those candidate sets).
 
     ``generator``: a loaded :class:`~bayespref.lm.Generator`, or a spec for
     :func:`~bayespref.lm.load_generator` (a name, a folder, a calibration run or a
@@ -201,7 +209,8 @@ def run_generator(
         nll[with_gold] = sums
         tokens[with_gold] = counts
     logger.info("%s: %d answers, mean length %.1f tokens", name, len(texts), np.mean(lengths))
-    return GeneratorOutputs(name, texts, lengths, nll, tokens)
+    accuracy = ranking.accuracy(generator) if ranking is not None else None
+    return GeneratorOutputs(name, texts, lengths, nll, tokens, accuracy)
 
 
 def generator_metrics(outputs: GeneratorOutputs, items: Sequence[dict], utilities) -> dict:
@@ -235,6 +244,7 @@ def evaluate_generators(
     tie_tolerance: float = 1e-6,
     names: tuple[str, str] | None = None,
     chat_template: bool | None = None,
+    ranking: CandidateRanking | None = None,
 ) -> dict:
     """Compare a calibrated generator with its base on the same contexts; returns a report dict.
 
@@ -244,7 +254,8 @@ def evaluate_generators(
     (greedy). ``contexts``: dicts with ``id``, ``context`` and ``gold`` (may be None). The
     report holds, per generator, the metrics of :data:`GENERATOR_METRICS`, the paired
     ``win_rate`` and ``utility_difference``, the directions, ``num_examples`` side-by-side
-    examples and the per-item values.
+    examples and the per-item values; with ``ranking``, each generator's own ranking accuracy
+    on those candidate sets (``report["ranking"]``).
     """
     decoding = decoding or answer_decoding()
     items = list(contexts)
@@ -256,15 +267,27 @@ def evaluate_generators(
             "calibrated" if isinstance(calibrated, Generator) else str(calibrated),
         )
     base_out = run_generator(
-        base, items, decoding, name=names[0] or "base", chat_template=chat_template
-    )
+        base, items, decoding, name=names[0] or "base", chat_template=chat_template,
+        ranking=ranking,
+    )  # fmt: skip
     cal_out = run_generator(
-        calibrated, items, decoding, name=names[1] or "calibrated", chat_template=chat_template
-    )
-    return compare_outputs(
+        calibrated, items, decoding, name=names[1] or "calibrated", chat_template=chat_template,
+        ranking=ranking,
+    )  # fmt: skip
+    report = compare_outputs(
         base_out, cal_out, items, judge, decoding, num_examples=num_examples,
         tie_tolerance=tie_tolerance,
     )  # fmt: skip
+    if ranking is not None:
+        report["ranking"] = {
+            "base": base_out.ranking,
+            "calibrated": cal_out.ranking,
+            "sets": len(ranking.rows),
+            "candidates": sum(len(row["candidates"]) for row in ranking.rows),
+            "pairs": ranking.pairs(),
+            "length_penalty": ranking.length_penalty,
+        }
+    return report
 
 
 def compare_outputs(
@@ -374,6 +397,15 @@ class GeneratorEvalConfig:
         1e-6, "a pair is a tie when |u_cal - u_base| <= this (or the answers are identical)"
     )
     num_examples: int = field_help(5, "side-by-side examples kept in the report")
+    candidates: str | None = field_help(
+        None,
+        "a candidate file (bayespref generate, a calibration run's candidates.eval.jsonl): each "
+        "generator's own ranking accuracy on its sets, against the judge's utilities and the "
+        "scores of the PM that ranked the file (null: off)",
+    )
+    length_penalty: float = field_help(
+        1.0, "a in P(y) = sum log p / |y|^a for that ranking (calibration's loss.length_penalty)"
+    )
     output: str | None = field_help(
         None,
         "folder for eval.json and eval.md (null: <calibrated>/eval for a calibration run, "
@@ -396,6 +428,8 @@ class GeneratorEvalConfig:
             )
         if self.num_examples < 0:
             raise ConfigError(f"num_examples must be >= 0, got {self.num_examples}")
+        if not (math.isfinite(self.length_penalty) and self.length_penalty >= 0):
+            raise ConfigError(f"length_penalty must be >= 0, got {self.length_penalty}")
 
     @property
     def report_dir(self) -> Path:
@@ -416,6 +450,15 @@ def evaluate_from_config(config: GeneratorEvalConfig) -> dict:
     judge = load_judge(
         str(config.judge), rule=config.rule, batch_size=max(config.decoding.batch_size, 32)
     )
+    ranking = None
+    if config.candidates:
+        meta, rows = read_candidates(config.candidates)
+        contexts = [row["context"] for row in rows for _ in row["candidates"]]
+        texts = [c["text"] for row in rows for c in row["candidates"]]
+        references = {"judge": np.asarray(judge.utilities(contexts, texts), dtype=np.float64)}
+        if meta.get("settings", {}).get("scorer", {}).get("run"):  # else beam scores: no PM
+            references["pm"] = np.array([c["score"] for row in rows for c in row["candidates"]])
+        ranking = CandidateRanking(rows, references, config.length_penalty)
     report = evaluate_generators(
         config.base,
         config.calibrated,
@@ -425,7 +468,10 @@ def evaluate_from_config(config: GeneratorEvalConfig) -> dict:
         num_examples=config.num_examples,
         tie_tolerance=config.tie_tolerance,
         chat_template=config.chat_template,
+        ranking=ranking,
     )
     report["contexts"] = config.contexts
+    if config.candidates:
+        report["ranking"]["file"] = config.candidates
     report["chat_template"] = config.chat_template
     return report

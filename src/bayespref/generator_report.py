@@ -1,6 +1,7 @@
 """The report of a generator comparison (:func:`bayespref.generator_eval.evaluate_generators`):
 ``eval.json`` (the whole report, nan as null) and ``eval.md`` (one row per metric, one column
-per generator, the paired win rate and utility difference below)."""
+per generator, the paired win rate and utility difference below; with candidate sets, each
+generator's own ranking accuracy on them)."""
 
 from __future__ import annotations
 
@@ -58,7 +59,26 @@ def format_markdown(report: dict) -> str:
         f"- gold responses' utility (ref): {_fmt_ci(report['gold_utility'])}",
         "",
     ]
+    if report.get("ranking"):
+        lines += _ranking_lines(report["ranking"])
     return "\n".join(lines)
+
+
+def _ranking_lines(ranking: dict) -> list[str]:
+    """Each generator's own ranking accuracy on the candidate sets, per reference."""
+    lines = [
+        f"Each generator's own ranking of {ranking['sets']} candidate sets "
+        f"({ranking['candidates']} candidates): share of pairs its P(y) = sum log p / "
+        f"|y|^{ranking['length_penalty']:g} orders like the reference (ties 1/2; random 0.5).",
+        "",
+        "| reference | pairs | base | calibrated |",
+        "|---|---|---|---|",
+    ]
+    for name, pairs in ranking["pairs"].items():
+        key = f"rank_acc_{name}"
+        base, calibrated = ranking["base"].get(key), ranking["calibrated"].get(key)
+        lines.append(f"| {name} ↑ | {pairs} | {_fmt(base)} | {_fmt(calibrated)} |")
+    return [*lines, ""]
 
 
 def write_report(report: dict, output_dir: str | Path) -> tuple[Path, Path]:

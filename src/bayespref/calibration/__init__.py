@@ -53,7 +53,13 @@ from .losses import (
     sequence_scores,
     token_nll,
 )
-from .ranking import HeldOutRanking, generator_ranking_accuracy, held_out_ranking
+from .ranking import (
+    CandidateRanking,
+    HeldOutRanking,
+    generator_ranking_accuracy,
+    held_out_ranking,
+    ranking_sets,
+)
 from .recipe import CalibrationResult, calibrate, save_generator
 from .search import build_candidates, rescore_candidates, write_held_out_candidates
 
@@ -64,6 +70,7 @@ __all__ = [
     "CalibrationLossConfig",
     "CalibrationResult",
     "CandidateCacheError",
+    "CandidateRanking",
     "ContextsConfig",
     "EncodedExample",
     "HeldOutRanking",
@@ -84,6 +91,7 @@ __all__ = [
     "load_contexts",
     "margin_ranking_loss",
     "pooled_gold_nll",
+    "ranking_sets",
     "read_candidates",
     "rescore_candidates",
     "save_generator",

@@ -55,6 +55,19 @@ def generator_ranking_accuracy(
     return pairwise_accuracy(generator_scores, reference_scores, groups)
 
 
+def counted_pairs(reference_scores: ArrayLike, group_sizes: Sequence[int]) -> int:
+    """The pairs :func:`generator_ranking_accuracy` counts: within-group pairs whose reference
+    scores differ; ``reference_scores`` (N,) in groups of ``group_sizes`` consecutive entries."""
+    r = np.asarray(reference_scores, dtype=np.float64)
+    pairs, start = 0, 0
+    for size in group_sizes:
+        block = r[start : start + size]  # (K_g,)
+        i, j = np.triu_indices(size, k=1)
+        pairs += int((block[i] != block[j]).sum())
+        start += size
+    return pairs
+
+
 @dataclasses.dataclass
 class HeldOutRanking:
     """The held-out contexts' candidates as token ids, with the references to rank against.
@@ -78,14 +91,7 @@ class HeldOutRanking:
 
     def num_pairs(self, reference: str) -> int:
         """Within-context pairs whose ``reference`` scores differ (the ones that count)."""
-        r = self.references[reference]
-        pairs, start = 0, 0
-        for c in self.candidates:
-            block = r[start : start + len(c)]  # (K_g,)
-            i, j = np.triu_indices(len(c), k=1)
-            pairs += int((block[i] != block[j]).sum())
-            start += len(c)
-        return pairs
+        return counted_pairs(self.references[reference], [len(c) for c in self.candidates])
 
     def evaluate(
         self,
@@ -126,6 +132,14 @@ def held_out_ranking(
         references["oracle"] = SyntheticOracle().utilities(
             (row["context"], c["text"]) for row in rows for c in row["candidates"]
         )  # (N,)
+    return ranking_sets(generator, rows, references)
+
+
+def ranking_sets(
+    generator: Generator, rows: list[dict], references: dict[str, np.ndarray]
+) -> HeldOutRanking:
+    """Candidate rows as ``generator``'s token ids (its prompt format; candidates end with its
+    stop token, as in training), with ``references``: name -> (N,) scores in row order."""
     return HeldOutRanking(
         prompts=[generator.prompt_ids(row["context"]) for row in rows],
         candidates=[[generator.target_ids(c["text"]) for c in row["candidates"]] for row in rows],
@@ -161,3 +175,25 @@ def generator_candidate_scores(
     finally:
         model.train(was_training)
     return np.concatenate(scores) if scores else np.zeros(0)
+
+
+@dataclasses.dataclass
+class CandidateRanking:
+    """Candidate sets (rows of a candidate file) to measure any generator's own ranking on
+    (``bayespref evaluate-generator``): ``references`` name -> (N,) scores in row order,
+    ``length_penalty`` the ``a`` of ``P(y) = sum log p / |y|^a``."""
+
+    rows: list[dict]
+    references: dict[str, np.ndarray]
+    length_penalty: float = 1.0
+
+    def accuracy(self, generator: Generator) -> dict[str, float]:
+        """``{"rank_acc_<reference>": ...}`` of ``generator`` (one forward per set)."""
+        sets = ranking_sets(generator, self.rows, self.references)
+        loss = CalibrationLossConfig(length_penalty=self.length_penalty)
+        return sets.evaluate(generator.model, loss, generator.pad_token_id)
+
+    def pairs(self) -> dict[str, int]:
+        """Pairs per reference that count (different reference scores within a set)."""
+        sizes = [len(row["candidates"]) for row in self.rows]
+        return {name: counted_pairs(r, sizes) for name, r in self.references.items()}
