@@ -15,6 +15,7 @@ import numpy as np
 
 from .. import metrics as metrics_lib
 from ..annotator_metrics import ANNOTATOR_METRICS
+from ..ranking_metrics import BEST_OF_K
 from .common import format_mean_half_width, git_commit, save_figure
 from .loss_study_config import Cell, StudyConfig
 
@@ -271,6 +272,7 @@ def write_report(
             lines.append("")
         main_rows = {r: e for r, e in results.items() if r not in sweep_rows}  # sweep: no contest
         lines += annotator_table(main_rows)
+        lines += ranking_table(main_rows)
         lines += _temperature_summary(main_rows)
         for kind, title in (("raw", "raw"), ("scaled", "temperature-scaled")):
             lines += [f"### Conclusions ({title})", ""]
@@ -323,6 +325,41 @@ def annotator_table(rows: dict) -> list[str]:
             f"{versus_baseline(errors[best], baseline[0])})."
         )
         lines.append("")
+    return lines
+
+
+def ranking_table(rows: dict) -> list[str]:
+    """How each row ranks every context's candidates against the oracle (raw; the test split
+    holds candidate sets: :func:`bayespref.studies.loss_study.candidate_ranking`), then the
+    best-of-K utility of its pick beside the reference picks, which no row changes."""
+    prefix = "ranking_"
+    if not any(prefix + "pairwise_accuracy" in e["raw"] for e in rows.values()):
+        return []
+    ranked = ["pairwise_accuracy", "spearman", "top1"]
+    picks = [f"best_of_{k}" for k in BEST_OF_K]
+    lines = ["### Ranking each context's candidates (raw)", ""]
+    header = ["row"] + [f"{m} ↑" for m in ranked + picks]
+    lines.append("| " + " | ".join(header) + " |")
+    lines.append("|" + "---|" * len(header))
+    for row, entry in rows.items():
+        values = [
+            format_mean_half_width(*entry["raw"][prefix + m][:2])
+            if prefix + m in entry["raw"]
+            else "–"
+            for m in ranked + picks
+        ]
+        lines.append("| " + " | ".join([f"`{row}`", *values]) + " |")
+    reference = next(e["raw"] for e in rows.values() if prefix + "pairwise_accuracy" in e["raw"])
+    notes = [f"random top1 {reference[prefix + 'top1_random'][0]:.4f}"]
+    for k in BEST_OF_K:
+        oracle, random_, first = (
+            reference[f"{prefix}best_of_{k}_{pick}"][0] for pick in ("oracle", "random", "first")
+        )
+        notes.append(
+            f"best-of-{k}: the oracle's pick {oracle:.4f}, a random pick {random_:.4f}, the first "
+            f"candidate {first:.4f}"
+        )
+    lines += ["", "Reference picks (the same for every row): " + "; ".join(notes) + ".", ""]
     return lines
 
 

@@ -37,6 +37,7 @@ from ..data.schema import AnnotatedDataset
 from ..data.splits import load_split, load_train_valid
 from ..evaluation import annotator_results, encode_split, predict_logits
 from ..model import PreferenceModel
+from ..ranking_metrics import RANKING_METRICS, compute_ranking_metrics
 from ..safety import TrainingInterrupted
 from ..stats import t_interval
 from ..train import train
@@ -54,6 +55,10 @@ from .loss_study_config import Cell, StudyConfig, build_cells
 logger = logging.getLogger(__name__)
 
 EVAL_FILE = "study_eval.json"
+
+RANKING_PREFIX = "ranking_"
+"""Result keys of the candidate-ranking metrics (:func:`candidate_ranking`): ``ranking_`` +
+a name of :data:`bayespref.ranking_metrics.RANKING_METRICS`."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -197,9 +202,25 @@ def evaluate_cell(cell: Cell, study: StudyConfig, force: bool = False) -> dict |
             q, test.empirical, test.labels, true_distribution=test.true_distribution
         )
         results.update(annotator_results(model, test, q, study.eval_batch_size))
+        results.update(candidate_ranking(test_set, q))
         out[kind] = results
     write_json(cache, out, indent=2)
     return out
+
+
+def candidate_ranking(dataset: AnnotatedDataset, q: np.ndarray) -> dict[str, float]:
+    """How the model ranks each context's candidates (issue 13), when the test items are
+    candidate sets: every item has a ``group`` (the context it answers, native ``group``) and
+    a known ``p*``. Scores ``S = q u`` (expected utility) against the oracle's ``p* u``, by
+    :func:`bayespref.ranking_metrics.compute_ranking_metrics` within groups (the file's order is
+    the candidates' order for best-of-K); ``{}`` for any other test set. ``q`` (N, C)."""
+    groups = [example.meta.get("group") for example in dataset.examples]
+    truth = dataset.true_distributions()  # (N, C) or None
+    if truth is None or not groups or any(g is None for g in groups):
+        return {}
+    utilities = np.asarray(dataset.label_space.utilities, dtype=np.float64)  # (C,)
+    metrics = compute_ranking_metrics(q @ utilities, truth @ utilities, groups)
+    return {RANKING_PREFIX + name: value for name, value in metrics.items()}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -219,9 +240,12 @@ def aggregate(cells: list[Cell], results: dict[str, dict]) -> dict:
         for row, seeds in rows.items():
             entry: dict[str, Any] = {}
             for kind in ("raw", "scaled"):
-                names = [
-                    m for m in [*metrics_lib.METRICS, *ANNOTATOR_METRICS] if m in seeds[0][kind]
+                known = [
+                    *metrics_lib.METRICS,
+                    *ANNOTATOR_METRICS,
+                    *(RANKING_PREFIX + m for m in RANKING_METRICS),
                 ]
+                names = [m for m in known if m in seeds[0][kind]]
                 entry[kind] = {
                     m: (*t_interval([s[kind].get(m) for s in seeds]), len(seeds)) for m in names
                 }
