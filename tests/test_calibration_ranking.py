@@ -190,3 +190,34 @@ def test_eval_ranking_off_leaves_the_run_as_before(tmp_path, char_generator_dir,
     assert not any(
         k.startswith(("held_out", "initial_eval_rank", "final_eval_rank")) for k in summary
     )
+
+
+def test_rescoring_carries_the_held_out_candidates_so_generation_is_paid_once(
+    tmp_path, char_generator_dir, pm_run, monkeypatch
+):
+    """A study's flow: one generation without a PM, re-scored per PM; the held-out file is
+    re-scored beside the training one, and calibrating then searches nothing."""
+    from bayespref.calibration import build_candidates, rescore_candidates
+    from bayespref.calibration import search as search_module
+
+    generated = tiny_calibration(  # scorer.run null: ranked by beam score
+        tmp_path, char_generator_dir, "null", f"candidates={tmp_path / 'g.jsonl'}"
+    )
+    source = build_candidates(generated)
+    _, beams = read_candidates(held_out_candidates_path(source))
+    config = tiny_calibration(tmp_path, char_generator_dir, pm_run, "name=rescored")
+    rescore_candidates(config, source)
+    meta, rows = read_candidates(held_out_candidates_path(config.candidates_path))
+    assert meta["rescored_from"] == str(held_out_candidates_path(source))
+    assert meta["settings"]["scorer"]["run"] == pm_run
+    assert [sorted(c["text"] for c in r["candidates"]) for r in rows] == [
+        sorted(c["text"] for c in r["candidates"]) for r in beams
+    ]
+
+    def no_search(*args, **kwargs):
+        raise AssertionError("the cached candidates should have been reused")
+
+    monkeypatch.setattr(search_module, "diverse_beam_search", no_search)
+    calibrate(config)
+    summary = json.loads((config.run_dir / "summary.json").read_text())
+    assert summary["initial_eval_rank_acc_pm"] is not None
