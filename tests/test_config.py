@@ -15,7 +15,9 @@ CONFIGS = sorted(
     # preference-model training configs only: study grids (test_study.py), generator
     # calibration configs (test_calibration.py, test_calibration_study.py), the generator
     # evaluation and the pairwise (reward-model) configs have schemas of their own
-    if not p.stem.startswith(("study", "calibrat", "evaluate-generator", "pairwise", "annotate"))
+    if not p.stem.startswith(
+        ("study", "calibrat", "evaluate-generator", "pairwise", "annotate", "dpo")
+    )
 )
 PAIRWISE_CONFIGS = sorted(  # train-pairwise configs; pairwise-study*: test_pairwise_study.py
     p

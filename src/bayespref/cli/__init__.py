@@ -20,6 +20,7 @@ from .. import __version__  # the package silences matplotlib's font-cache line 
 from . import (
     annotate,
     calibration,
+    dpo,
     export,
     generator_eval,
     pairwise,
@@ -41,6 +42,7 @@ def make_parser() -> argparse.ArgumentParser:
     preference.make_parser(sub)  # train, evaluate, score
     pairwise.make_parser(sub)  # train-pairwise (reward models)
     calibration.make_parser(sub)  # generate, calibrate
+    dpo.make_parser(sub)  # dpo (TRL's DPOTrainer on export-pairs output)
     generator_eval.make_parser(sub)  # evaluate-generator
     export.make_parser(sub)  # export-pairs
     annotate.make_parser(sub)  # annotate-synthetic (the generator's candidates, labelled)
