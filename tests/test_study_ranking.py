@@ -12,7 +12,7 @@ from bayespref.data import load_dataset
 from bayespref.data.schema import AnnotatedDataset, AnnotatedExample, LabelSpace
 from bayespref.studies.loss_report import ranking_table
 from bayespref.studies.loss_study import candidate_ranking, run_study
-from bayespref.studies.loss_study_config import load_study
+from bayespref.studies.loss_study_config import build_cells, load_study
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -126,3 +126,8 @@ def test_ranking_table_lists_rows_and_reference_picks():
     assert "| `soft` | 0.6000 ± 0.0100 | – | – | 0.3000 ± 0.0200 |" in "\n".join(lines)
     assert any("best-of-16: the oracle's pick 0.5000, a random pick 0.1000" in x for x in lines)
     assert ranking_table({"soft": {"raw": {"soft_ce": (1.0, 0.1, 3)}}}) == []
+
+
+@pytest.mark.parametrize(("name", "cells"), [("study-ranking", 21), ("study-finetune", 12)])
+def test_shipped_study_grids_parse(name, cells):
+    assert len(build_cells(load_study(f"configs/{name}.yaml"))) == cells
