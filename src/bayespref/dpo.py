@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import TrainerCallback
+from transformers import PrinterCallback, TrainerCallback
 
 from .adapters import wrap_peft
 from .checkpoint import atomic_write_dir
@@ -447,6 +447,8 @@ def train_dpo(config: DPOConfig, resume: bool = False) -> DPOResult:
             callbacks=[RunCallback(config.run_dir / METRICS_FILE, stop)],
             optimizers=optimiser_and_schedule(policy, config.optim, total_steps),
         )
+        if not config.progress:  # no bar: no printed log dicts either (metrics.jsonl has them)
+            trainer.remove_callback(PrinterCallback)
         trainer.train_dataset = with_project_ids(trainer.train_dataset, encoded)
         if eval_pairs:
             trainer.eval_dataset = with_project_ids(trainer.eval_dataset, eval_encoded)
