@@ -238,7 +238,7 @@ def test_per_annotator_table_compares_the_best_row_with_the_majority_baseline():
 
     rows = {"soft": entry(0.32, 0.01), "annotator-heads": entry(0.25, 0.02)}
     lines = annotator_table(rows)
-    assert lines[2] == "| row | annotator_error ↓ | annotator_error_majority ↓ |"
+    assert "| row | annotator_error ↓ | annotator_error_majority ↓ |" in lines
     assert "| `annotator-heads` | 0.2500 ± 0.0200 | 0.3000 ± 0.0000 |" in lines
     assert any("`annotator-heads` 0.2500 ± 0.0200 against 0.3000" in line for line in lines)
     assert any("lower, beyond the seed noise" in line for line in lines)

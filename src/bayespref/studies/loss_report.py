@@ -300,7 +300,14 @@ def annotator_table(rows: dict) -> list[str]:
     shown = [m for m in PERSPECTIVIST_COLUMNS if any(m in e["raw"] for e in rows.values())]
     if "annotator_error" not in shown:
         return []
-    lines = ["### Per annotator (raw)", ""]
+    lines = [
+        "### Per annotator (raw)",
+        "",
+        "The `_majority` columns give every annotator the item's majority label, read from the "
+        "test item's own labels: a reference that knows the answers on the items where the "
+        "annotators agree, which a model that reads only the text does not.",
+        "",
+    ]
     header = ["row"] + [
         f"{m} {'↑' if ANNOTATOR_METRICS[m].higher_is_better else '↓'}" for m in shown
     ]
