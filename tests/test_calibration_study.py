@@ -1,5 +1,6 @@
 """The calibration study: ranking quality by hand, the acceptance rule, the shipped configs, and
-the --quick study end to end with tiny models (cached rerun, resumed partial steps, report)."""
+the --quick study end to end with tiny models (cached rerun, resumed partial steps, report),
+with issue 13's sweep row, DPO peer, best-of-K and the one table."""
 
 from __future__ import annotations
 
@@ -14,7 +15,14 @@ import pytest
 import bayespref.calibration.search as calibration_search
 from bayespref.calibration import read_candidates
 from bayespref.cli import studies as studies_cli
+from bayespref.studies import calibration_peers as peers
 from bayespref.studies import calibration_study as cs
+from bayespref.studies.calibration_peer_configs import (
+    dpo_config,
+    eval_candidates_config,
+    sweep_config,
+    sweep_generation_config,
+)
 from bayespref.studies.calibration_report import acceptance
 from bayespref.studies.calibration_study import ranking_quality, run_calibration_study
 from bayespref.studies.calibration_study_config import (
@@ -84,6 +92,7 @@ def test_shipped_study_configs_load():
     assert study.tasks[0].eval_contexts["n"] >= 200
     quick = load_calibration_study(STUDY, quick=True)
     assert quick.losses == LOSSES and quick.name == "calibration-study-quick"
+    assert [r.name for r in quick.rows] == ["soft+brio"] and quick.dpo_peer() is not None
 
 
 @pytest.fixture(scope="module")
@@ -99,8 +108,9 @@ def test_quick_study_end_to_end_cached_and_resumed(
     )
     pm_overrides = [f"model.encoder={tiny_encoder_dir}", f"model.feature_cache={tmp_path / 'f'}"]
     result = run_calibration_study(study, train_overrides=pm_overrides, command="test")
-    # 2 tasks x (5 losses: PMs and calibrations; + the mle-only control); + the second task's judge
-    assert result.outcome == {"cached": 0, "trained": 23, "resumed": 0}
+    # 2 tasks x (5 losses: PMs and calibrations; + the mle-only control + the DPO peer); + the
+    # second task's judge; + the sweep row (synthetic only)
+    assert result.outcome == {"cached": 0, "trained": 26, "resumed": 0}
 
     root = study.study_dir
     report = result.report.read_text()
@@ -153,6 +163,7 @@ def test_quick_study_end_to_end_cached_and_resumed(
         assert r["ranking"]["sets_total"] == 8
         assert r["base"] == synthetic["base"]  # the base answered once, shared
     assert result.results["synthetic-pm-judge"]["judge"].startswith("pm:")
+    check_sweep_and_peers(study, result, report)
 
     # a rerun trains, generates and decodes nothing
     def forbidden(*args, **kwargs):
@@ -163,20 +174,25 @@ def test_quick_study_end_to_end_cached_and_resumed(
         m.setattr(cs, "calibrate", forbidden)
         m.setattr(calibration_search, "diverse_beam_search", forbidden)
         m.setattr(cs, "run_generator", forbidden)
+        m.setattr(peers, "train_dpo", forbidden)
+        m.setattr(peers, "load_generator", forbidden)  # the generators' own ranking: cached
         again = run_calibration_study(study, train_overrides=pm_overrides)
-    assert again.outcome == {"cached": 23, "trained": 0, "resumed": 0}
+    assert again.outcome == {"cached": 26, "trained": 0, "resumed": 0}
     cached = again.results["synthetic"]["losses"]["jsd"]["paired"]
     assert cached["utility_difference"] == pytest.approx(
         synthetic["losses"]["jsd"]["paired"]["utility_difference"], nan_ok=True
     )
 
-    # an interrupted calibration (checkpoint, no generator yet) is resumed, not redone
-    run = calibration_config(study, task, "jsd").run_dir
-    (run / "summary.json").unlink()
-    shutil.rmtree(run / "generator")
+    assert json.dumps(again.results["synthetic"]["table"]) == json.dumps(synthetic["table"])
+
+    # an interrupted calibration or DPO run (checkpoint, no generator yet) is resumed, not redone
+    runs = [calibration_config(study, task, "jsd").run_dir, dpo_config(study, task, 8).run_dir]
+    for run in runs:
+        (run / "summary.json").unlink()
+        shutil.rmtree(run / "generator")
     third = run_calibration_study(study, train_overrides=pm_overrides)
-    assert third.outcome == {"cached": 22, "trained": 0, "resumed": 1}
-    assert (run / "generator").is_dir()
+    assert third.outcome == {"cached": 24, "trained": 0, "resumed": 2}
+    assert all((run / "generator").is_dir() for run in runs)
     assert set(third.results["synthetic"]["losses"]) == set(LOSSES)
 
     # a different calibration config in the same study folder is refused
@@ -191,6 +207,71 @@ def test_quick_study_end_to_end_cached_and_resumed(
     )
     with pytest.raises(StudyError, match="different config"):
         run_calibration_study(other, train_overrides=pm_overrides)
+
+
+def check_sweep_and_peers(study, result, report: str) -> None:
+    """Issue 13's rows in the quick study: the sweep row with its own search, the DPO peer at
+    its calibration's budget, best-of-K, each generator's own ranking, the one table."""
+    task = study.tasks[0]
+    synthetic = result.results["synthetic"]
+    row = study.rows[0]
+    assert set(synthetic["sweep"]) == {"soft+brio"}
+    assert result.results["synthetic-pm-judge"]["sweep"] == {}  # the row runs on synthetic only
+    swept = sweep_config(study, task, row)
+    assert (swept.loss.rank_weight, swept.loss.mle_weight, swept.loss.length_penalty) == (
+        10, 0.1, 2.0)  # fmt: skip
+    search = sweep_generation_config(study, task, row)  # the variant's own, 2-beam search
+    _, own = read_candidates(search.candidates_path)
+    assert all(r["num_generated"] == 2 for r in own)
+    _, ranked = read_candidates(swept.candidates_path)
+    assert [r["id"] for r in ranked] == [r["id"] for r in own]
+    assert json.loads((swept.run_dir / "summary.json").read_text())["steps"] == 2
+
+    # the DPO peer: the soft PM's pairs, the calibration's 2 steps of 2 x 2 pairs
+    dpo = dpo_config(study, task, 8)
+    summary = json.loads((dpo.run_dir / "summary.json").read_text())
+    assert summary["steps"] == 2 == calibration_config(study, task, "soft").optim.max_steps
+    peer = synthetic["peers"]["dpo"]
+    assert peer["pm"] == "soft" and peer["pairs"]["contexts"] == 8
+    assert peer["pairs"]["pairs"] == summary["train_pairs"] > 0
+    assert len(Path(dpo.pairs).read_text().splitlines()) == summary["train_pairs"]
+
+    # best-of-K: each PM and the judge among the first 2 and 4 beams, and the top beam
+    _, eval_rows = read_candidates(eval_candidates_config(study, task, None).candidates_path)
+    assert [r["id"] for r in eval_rows] == [r["id"] for r in cs.eval_items(study, task)]
+    best = synthetic["best_of_k"]
+    assert set(best) == {"top beam"} | {
+        f"best-of-{k} ({p})" for k in (2, 4) for p in [*LOSSES, "judge"]
+    }
+    for k in (2, 4):  # the judge's own pick is the ceiling of every PM's
+        ceiling = best[f"best-of-{k} (judge)"]["calibrated"]["utility"]["mean"]
+        for p in LOSSES:
+            assert best[f"best-of-{k} ({p})"]["calibrated"]["utility"]["mean"] <= ceiling + 1e-12
+    assert (
+        best["best-of-2 (judge)"]["calibrated"]["utility"]["mean"]
+        <= best["best-of-4 (judge)"]["calibrated"]["utility"]["mean"] + 1e-12
+    )
+    # each generator's own ranking on those sets, the base's at a = 1 and (brio) a = 2
+    ranking = synthetic["generator_ranking"]
+    assert set(ranking["generators"]) == {*LOSSES, "mle-only", "soft+brio", "dpo"}
+    assert ranking["generators"]["soft+brio"]["length_penalty"] == 2.0
+    for name, r in ranking["generators"].items():
+        assert 0 <= r["after"]["rank_acc_judge"] <= 1 and "rank_acc_soft" in r["base"], name
+    pm_judged = result.results["synthetic-pm-judge"]  # best-of-K judged by a PM as well
+    assert (
+        set(pm_judged["best_of_k"]) == set(best)
+        and "dpo" in pm_judged["generator_ranking"]["generators"]
+    )
+
+    # the one table: every row, computed, and the verdict
+    names = [r["name"] for r in synthetic["table"]]
+    assert names[:8] == [*LOSSES, "soft+brio", "mle-only", "dpo"]
+    assert set(names[8:]) == set(best)
+    verdict = synthetic["ranking_acceptance"]
+    assert verdict["accepted"] == any(r["passes"] for r in synthetic["table"])
+    assert "### Every generator in one table" in report and "**Target**" in report
+    for name in names:
+        assert f"| {name} |" in report
 
 
 def test_cli_report_only(tmp_path, capsys):

@@ -1,7 +1,9 @@
 """The calibration study's report: the acceptance verdict per task (:func:`acceptance`), the
 plots (:func:`write_plots`) and ``report.md`` (:func:`write_report`): per task the generator
 table against the base, each loss against the controls, the ranking quality of each preference
-model on the shared candidates, and a conclusion computed from the numbers.
+model on the shared candidates, a conclusion computed from the numbers, and the one table of
+every generator, sweep row and peer with issue 13's verdict (:func:`all_generators_table`, from
+:mod:`.calibration_table`).
 
 Everything here reads the results :func:`.calibration_study.evaluate_task` computed; nothing
 trains, decodes or judges.
@@ -14,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from .calibration_study_config import CONTROL_TEXT, CalibrationStudyConfig
+from .calibration_table import CONTROL
 from .common import format_interval, format_number, git_commit, is_finite, save_figure
 
 # ---------------------------------------------------------------------------------------------
@@ -68,7 +71,11 @@ def write_plots(study: CalibrationStudyConfig, results: dict) -> list[Path]:
     out = []
     fig, axes = plt.subplots(1, len(tasks), figsize=(5 * len(tasks), 3.6), squeeze=False)
     for ax, task in zip(axes[0], tasks, strict=True):
-        generators = {**results[task]["losses"], **results[task].get("controls", {})}
+        res = results[task]
+        generators = {
+            **res["losses"], **res.get("sweep", {}), **res.get("controls", {}),
+            **res.get("peers", {}),
+        }  # fmt: skip
         losses = list(generators)
         d = [generators[k]["paired"]["utility_difference"] for k in losses]
         means = np.array([x["mean"] for x in d], dtype=float)
@@ -76,7 +83,7 @@ def write_plots(study: CalibrationStudyConfig, results: dict) -> list[Path]:
         high = np.array([x["high"] if is_finite(x["high"]) else x["mean"] for x in d], dtype=float)
         ax.errorbar(range(len(losses)), means, yerr=[means - low, high - means], fmt="o", capsize=4)
         ax.axhline(0.0, color="grey", lw=0.8, ls="--")
-        labels = [k if k in results[task]["losses"] else f"{k} (control)" for k in losses]
+        labels = [f"{k} (control)" if k in res.get("controls", {}) else k for k in losses]
         ax.set_xticks(range(len(losses)), labels, rotation=30, ha="right")
         ax.set_title(f"{task}: utility, calibrated - base (95% CI)")
         ax.set_ylabel("paired utility difference")
@@ -206,6 +213,7 @@ def write_report(
                 f"{format_number(q['top1_agreement'], 3)} | {format_number(q['pairwise_agreement'], 3)} |"
             )
         lines += ["", _conclusion(task.name, acc, res, study.max_perplexity_rise), ""]
+        lines += all_generators_table(res, study.max_perplexity_rise)
     if plots:
         lines += ["## Plots", ""] + [f"![{p.stem}](plots/{p.name})" for p in plots] + [""]
     path = study.study_dir / "report.md"
@@ -252,4 +260,96 @@ def _conclusion(task: str, acc: dict, res: dict, max_rise: float) -> str:
         else:
             verdict = "no difference beyond the interval: the ranking adds nothing measurable"
         text += f" Against the `{control}` control: {format_interval(d)} ({verdict})."
+    return text
+
+
+# ---------------------------------------------------------------------------------------------
+# The one table (issue 13)
+
+
+def _before_after(pair: list | None) -> str:
+    if not pair:
+        return "-"
+    return f"{format_number(pair[0], 3)} → {format_number(pair[1], 3)}"
+
+
+def _rankings(ranking: dict, labels: tuple[str, str]) -> str:
+    parts = [_before_after(ranking.get(label)) for label in labels]
+    return "-" if parts == ["-", "-"] else "; ".join(parts)
+
+
+def all_generators_table(res: dict, max_rise: float) -> list[str]:
+    """The markdown of one task's table (:func:`.calibration_table.table_rows`) and its verdict
+    (:func:`.calibration_table.ranking_acceptance`); nothing when the task has no row."""
+    rows = res.get("table") or []
+    if not rows:
+        return []
+    lines = [
+        "### Every generator in one table",
+        "",
+        f"Each generator against the base and against `{CONTROL}`, paired on the same "
+        f"{res['n']} contexts (95% t-intervals); gold perplexity change against the base; the "
+        "generator's own ranking accuracy (the share of candidate pairs its sum log p / |y|^a "
+        "orders like the reference), before → after: on the calibration's held-out training "
+        "contexts against its PM and the oracle (summary.json), and on the evaluation contexts' "
+        "candidates against the judge and its PM (before: the base generator under the same "
+        "P(y)). Best-of-K rows rerank the base generator's K highest beams without training; "
+        "`(judge)` is the judge's own pick, the ceiling of reranking.",
+        "",
+        f"| generator | kind | ranked by | utility ↑ (95% CI) | Δ vs base ↑ (95% CI) | "
+        f"Δ vs {CONTROL} ↑ (95% CI) | Δ gold ppl | own ranking, held-out: PM; oracle | "
+        "own ranking, eval: judge; PM | passes |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        change = r["perplexity_change"]
+        vs_control = r["vs_controls"].get(CONTROL)
+        passes = ("yes" if r["passes"] else "no") if r["kind"] in ("loss", "sweep") else "-"
+        lines.append(
+            f"| {r['name']} | {r['kind']} | {r['pm'] or '-'} | {format_interval(r['utility'])} | "
+            f"{format_interval(r['vs_base'])} | "
+            f"{format_interval(vs_control) if vs_control else '-'} | "
+            f"{f'{change:+.1%}' if is_finite(change) else '-'} | "
+            f"{_rankings(r['held_out_ranking'], ('pm', 'oracle'))} | "
+            f"{_rankings(r['eval_ranking'], ('judge', 'pm'))} | {passes} |"
+        )
+    lines += ["", _ranking_verdict(res.get("ranking_acceptance") or {}, rows, max_rise), ""]
+    return lines
+
+
+def _ranking_verdict(verdict: dict, rows: list[dict], max_rise: float) -> str:
+    """Issue 13's target, said from the verdict and the table's measurements."""
+    target = (
+        f"a PM-ranked calibration beats `{CONTROL}` beyond its 95% interval with gold "
+        f"perplexity up by at most {max_rise:.0%}"
+    )
+    if verdict.get("accepted") is None:
+        return f"**Target** ({target}): not judged, no `{CONTROL}` control or PM-ranked row."
+    best, d = verdict["best"], verdict["best_vs_control"]
+    change = verdict["best_perplexity_change"]
+    text = f"**Target** ({target}): **{'met' if verdict['accepted'] else 'not met'}**. "
+    text += (
+        f"Closest: `{best}`, {format_interval(d)} against `{CONTROL}`"
+        + (f", gold perplexity {change:+.1%}" if is_finite(change) else "")
+        + "."
+    )
+    if verdict["passing"]:
+        text += f" Rows that pass: {', '.join(verdict['passing'])}."
+    if verdict["peers_beating_control"]:
+        text += (
+            f" Peers beyond `{CONTROL}`'s interval: {', '.join(verdict['peers_beating_control'])}."
+        )
+    for name, interval in verdict["ceiling_vs_control"].items():
+        text += f" Ceiling `{name}` against `{CONTROL}`: {format_interval(interval)}."
+    reached = [
+        (r["eval_ranking"]["judge"][1], r["eval_ranking"]["judge"][0], r["name"])
+        for r in rows
+        if "judge" in r["eval_ranking"] and is_finite(r["eval_ranking"]["judge"][1])
+    ]
+    if reached:
+        after, before, name = max(reached, key=lambda r: r[0])
+        text += (
+            f" Highest own ranking accuracy against the judge on the evaluation candidates: "
+            f"{format_number(after, 3)} (`{name}`; the base {format_number(before, 3)})."
+        )
     return text

@@ -17,14 +17,19 @@ conversations judged by a separately trained preference model that never ranks),
    (:func:`~bayespref.calibration.rescore_candidates`), in the candidate format that
    ``calibrate`` and ``export-pairs`` read.
 3. ``calibrated/<loss>``: the generator calibrated on that ranking
-   (:func:`~bayespref.calibration.calibrate`); ``calibrated/<control>``: the controls.
+   (:func:`~bayespref.calibration.calibrate`); ``calibrated/<control>``: the controls;
+   ``calibrated/<loss>+<variant>``: the sweep rows (a named variant's calibration settings);
+   ``calibrated/dpo``: the DPO peer at a calibration's budget (:mod:`.calibration_peers`);
+   ``eval/candidates/``: the evaluation contexts' candidates, for best-of-K.
 4. ``eval/``: held-out contexts answered (same decoding and seed) by the base generator once and
-   by each calibrated generator (outputs cached), judged, and compared pairwise
-   (:func:`~bayespref.generator_eval.compare_outputs`); plus each preference model's ranking
-   quality on the shared candidates against the judge's ranking of the same texts
-   (:func:`ranking_quality`).
+   by each calibrated generator (outputs cached), judged, and compared pairwise with the base
+   and with each control (:func:`~bayespref.generator_eval.compare_outputs`); the best-of-K
+   picks judged and paired the same way; each preference model's ranking quality on the shared
+   candidates against the judge's ranking of the same texts (:func:`ranking_quality`); each
+   generator's own ranking accuracy on the evaluation contexts' candidates.
 5. ``report.md``, ``report.json`` and plots in ``<output_dir>/<study>/``
-   (:mod:`.calibration_report`, with the acceptance test :func:`.calibration_report.acceptance`).
+   (:mod:`.calibration_report`, with the acceptance test :func:`.calibration_report.acceptance`
+   and the one table of every generator with issue 13's verdict, :mod:`.calibration_table`).
 """
 
 from __future__ import annotations
@@ -47,15 +52,23 @@ from ..calibration import (
     load_contexts,
     read_candidates,
     rescore_candidates,
-    split_contexts,
 )
 from ..config import DecodingConfig, TrainConfig, from_dict, to_dict
 from ..generator_eval import GeneratorOutputs, compare_outputs, json_safe, run_generator
 from ..judges import Judge, OracleJudge, PreferenceModelJudge
 from ..lm import GeneratorConfig
 from ..train import train
+from .calibration_peer_configs import dpo_config, sweep_config, sweep_generation_config
+from .calibration_peers import (
+    build_eval_candidates,
+    evaluate_on_eval_candidates,
+    judge_candidate_scores,
+    run_dpo_peer,
+    train_context_count,
+)
 from .calibration_report import acceptance, write_plots, write_report
 from .calibration_study_config import (
+    DPO_RUN,
     CalibrationStudyConfig,
     TaskSpec,
     calibration_config,
@@ -64,6 +77,7 @@ from .calibration_study_config import (
     judge_run_name,
     pm_config,
 )
+from .calibration_table import ranking_acceptance, table_rows
 from .common import (
     empty_outcome,
     git_commit,
@@ -108,7 +122,8 @@ def run_calibration(config: CalibrationConfig) -> str:
 def run_calibrations(
     study: CalibrationStudyConfig, task: TaskSpec, train_overrides: list[str] | None = None
 ) -> dict[str, int]:
-    """Steps 1-3 of one task; returns counts of what was cached, trained, resumed."""
+    """Steps 1-3 of one task, the sweep rows and the peers (the DPO run, the evaluation
+    contexts' candidates); returns counts of what was cached, trained, resumed."""
     outcome = empty_outcome()
 
     def count(what: str) -> None:
@@ -129,6 +144,18 @@ def run_calibrations(
         count(run_calibration(config))
     for control in study.controls:
         count(run_calibration(control_config(study, task, control)))
+    for row in study.rows:
+        if not row.runs_on(task.name):
+            continue
+        search = sweep_generation_config(study, task, row)  # a variant with its own search
+        config = sweep_config(study, task, row)
+        rescore_candidates(config, build_candidates(search) if search else generated)
+        count(run_calibration(config))
+    if study.dpo is not None:
+        count(run_dpo_peer(study, task))
+    spec = study.best_of_k_spec()
+    if spec is not None and spec.runs_on(task.name):
+        build_eval_candidates(study, task, eval_items(study, task))
     return outcome
 
 
@@ -254,26 +281,18 @@ def ranking_quality(rows: list[dict], judge_scores: dict[tuple[str, str], float]
     }
 
 
-def judge_candidate_scores(
-    judge: Judge, rows: list[dict], cache: Path
-) -> dict[tuple[str, str], float]:
-    """The judge's utility of every distinct (context, candidate text), cached."""
-    wanted = sorted({(r["id"], c["text"]) for r in rows for c in r["candidates"]})
-    key = sha256_json([getattr(judge, "name", "judge"), wanted])
-    if cache.is_file():
-        data = json.loads(cache.read_text(encoding="utf-8"))
-        if data.get("key") == key:
-            return {(i, t): s for i, t, s in data["scores"]}
-    context = {r["id"]: r["context"] for r in rows}
-    utilities = judge.utilities([context[i] for i, _ in wanted], [t for _, t in wanted])
-    scores = {pair: float(u) for pair, u in zip(wanted, utilities, strict=True)}
-    payload = {"key": key, "scores": [[i, t, s] for (i, t), s in scores.items()]}
-    write_json(cache, payload)
-    return scores
+SUMMARY_KEYS = (
+    "steps", "train_contexts", "train_pairs", "initial_eval_gold_nll", "final_eval_gold_nll",
+    "initial_eval_rank_acc_pm", "final_eval_rank_acc_pm", "initial_eval_rank_acc_oracle",
+    "final_eval_rank_acc_oracle", "held_out_pairs_pm", "held_out_pairs_oracle",
+)  # fmt: skip
+"""What a row's report keeps of its run's summary.json (calibration or DPO)."""
 
 
 def evaluate_task(study: CalibrationStudyConfig, task: TaskSpec) -> dict:
-    """Step 4 of one task: generator comparisons and ranking quality, per finished loss."""
+    """Step 4 of one task: every finished generator (losses, controls, sweep rows, the DPO
+    peer) and the best-of-K picks against the base and the controls; the preference models'
+    ranking quality; each generator's own ranking accuracy on the evaluation candidates."""
     task_dir = study.study_dir / task.name
     decoding = study.answer_decoding()
     items = eval_items(study, task)
@@ -292,67 +311,87 @@ def evaluate_task(study: CalibrationStudyConfig, task: TaskSpec) -> dict:
         "n": len(items),
         "judge": getattr(judge, "name", "judge"),
         "losses": {},
+        "train_contexts": train_context_count(study, task),
+        "controls": {},
+        "sweep": {},
+        "peers": {},
     }
-    train_rows, _ = split_contexts(
-        load_contexts(from_dict(ContextsConfig, task.contexts)),
-        from_dict(ContextsConfig, task.contexts),
-        study.seed,
-    )
-    result["train_contexts"] = len(train_rows)
-    result["controls"] = {}
+    control_outputs: dict[str, GeneratorOutputs] = {}
+    rankers: dict[str, tuple[Any, float, str | None]] = {}  # for the generators' own ranking
 
-    def evaluate(config: CalibrationConfig, name: str):
-        """The calibrated generator's outputs and its report against the base; None if the
-        calibration has not finished."""
-        summary_file = config.run_dir / "summary.json"
-        if not summary_file.is_file():
-            logger.warning("%s/%s: no calibrated generator yet: left out", task.name, name)
-            return None, None
-        gen_config = dataclasses.replace(base_config, name=str(config.run_dir), gguf_file=None)
-        key = {**base_key, "generator": to_dict(gen_config)}
-        key["calibration"] = sha256_file(summary_file)
-        cal_out, _ = cached_outputs(
-            task_dir / "eval" / f"{name}.outputs.json", key, gen_config, items, decoding, name
-        )
-        report = compare_outputs(base_out, cal_out, items, judge, decoding, num_examples=3)
+    def evaluate(
+        config: Any, name: str, out: GeneratorOutputs | None = None, a: float | None = None
+    ) -> dict | None:
+        """The report of a run's generator (or of ``out``'s answers) against the base and
+        each control; None if the run has not finished. ``a``: the length exponent of the
+        generator's ``P(y)`` in its own ranking (default: the run's ``loss.length_penalty``)."""
+        summary: dict = {}
+        if out is None:
+            summary_file = config.run_dir / "summary.json"
+            if not summary_file.is_file():
+                logger.warning("%s/%s: no calibrated generator yet: left out", task.name, name)
+                return None
+            spec = dataclasses.replace(base_config, name=str(config.run_dir), gguf_file=None)
+            key = {**base_key, "generator": to_dict(spec), "calibration": sha256_file(summary_file)}
+            out, _ = cached_outputs(
+                task_dir / "eval" / f"{name}.outputs.json", key, spec, items, decoding, name
+            )
+            summary = json.loads(summary_file.read_text(encoding="utf-8"))
+            a = config.loss.length_penalty if a is None else a
+            rankers[name] = (spec, a, str(summary_file))
+        report = compare_outputs(base_out, out, items, judge, decoding, num_examples=3)
         report.pop("items")
-        calibration_summary = json.loads(summary_file.read_text(encoding="utf-8"))
-        report["calibration"] = {
-            k: calibration_summary.get(k)
-            for k in ("steps", "train_contexts", "initial_eval_gold_nll", "final_eval_gold_nll")
-        }
+        if summary:
+            report["calibration"] = {k: summary[k] for k in SUMMARY_KEYS if k in summary}
         base_ppl, cal_ppl = (
             report["base"]["gold_perplexity"],
             report["calibrated"]["gold_perplexity"],
         )
         report["perplexity_change"] = cal_ppl / base_ppl - 1 if base_ppl else math.nan
-        return cal_out, report
+        # Paired against each control on the same contexts: what the ranking adds to the MLE.
+        report["vs_controls"] = {
+            control: compare_outputs(c_out, out, items, judge, decoding, num_examples=0)["paired"]
+            for control, c_out in control_outputs.items()
+            if control != name
+        }
+        if name in study.controls:
+            control_outputs[name] = out
+        return report
 
-    control_outputs = {}
     for control in study.controls:
-        out, report = evaluate(control_config(study, task, control), control)
+        report = evaluate(control_config(study, task, control), control)
         if report is not None:
-            control_outputs[control] = out
             result["controls"][control] = report
-            write_json(task_dir / "eval" / f"{control}.json", json_safe(report), indent=2)
     for loss in study.losses:
         config = calibration_config(study, task, loss)
-        cal_out, report = evaluate(config, loss)
+        report = evaluate(config, loss)
         if report is None:
             continue
         _, rows = read_candidates(config.candidates_path)
         judge_scores = judge_candidate_scores(judge, rows, task_dir / "eval" / "judge_scores.json")
         report["ranking"] = ranking_quality(rows, judge_scores)
-        # Paired against each control on the same contexts: what the ranking adds to the MLE.
-        report["vs_controls"] = {
-            control: compare_outputs(out, cal_out, items, judge, decoding, num_examples=0)["paired"]
-            for control, out in control_outputs.items()
-        }
         result["losses"][loss] = report
-        write_json(task_dir / "eval" / f"{loss}.json", json_safe(report), indent=2)
+    for row in study.rows:
+        if not row.runs_on(task.name):
+            continue
+        if (report := evaluate(sweep_config(study, task, row), row.name)) is not None:
+            result["sweep"][row.name] = {**report, "pm": row.loss, "variant": row.variant}
+    if (dpo := study.dpo_peer()) is not None:
+        dpo_run = dpo_config(study, task, result["train_contexts"])
+        a = calibration_config(study, task, dpo.pm).loss.length_penalty  # as its PM's calibration
+        if (report := evaluate(dpo_run, DPO_RUN, a=a)) is not None:
+            export = Path(str(dpo_run.pairs)).with_suffix(".export.json")
+            pairs = json.loads(export.read_text(encoding="utf-8")) if export.is_file() else None
+            result["peers"][DPO_RUN] = {**report, "pm": dpo.pm, "pairs": pairs}
+    for group in ("controls", "losses", "sweep", "peers"):
+        for name, report in result[group].items():
+            write_json(task_dir / "eval" / f"{name}.json", json_safe(report), indent=2)
+    evaluate_on_eval_candidates(study, task, items, judge, result, evaluate, base_config, rankers)
     reports = [*result["losses"].values(), *result["controls"].values()]
     result["base"] = reports[0]["base"] if reports else None
     result["gold_utility"] = reports[0]["gold_utility"] if reports else None
+    result["table"] = table_rows(result, study.max_perplexity_rise)
+    result["ranking_acceptance"] = ranking_acceptance(result["table"])
     return result
 
 

@@ -9,7 +9,10 @@
 - :func:`calibration_config`: ``calibrated/<loss>``, the generator calibrated on that loss's
   ranking (``candidates/<loss>.jsonl``);
 - :func:`control_config`: ``calibrated/<control>``, a calibration without a preference model
-  (:data:`CONTROLS`).
+  (:data:`CONTROLS`);
+- the sweep rows, the DPO peer and the evaluation contexts' candidates (best-of-K):
+  :mod:`.calibration_peer_configs`, from the specs here (:class:`VariantSpec`,
+  :class:`SweepRowSpec`, :class:`DPOPeerSpec`, :class:`BestOfKSpec`).
 """
 
 from __future__ import annotations
@@ -30,6 +33,8 @@ from ..config import (
     to_dict,
 )
 from ..decoding import ANSWER_DECODING
+from ..dpo import DPOConfig
+from ..export import STRATEGIES
 from .common import as_specs
 
 # Control calibrations: what the same run does without a preference model. ``mle-only`` trains on
@@ -37,6 +42,12 @@ from .common import as_specs
 # losses' generators can be compared with what MLE on the gold replies alone buys.
 CONTROLS = {"mle-only": ["loss.rank_weight=0", "loss.gold_weight=0"]}
 CONTROL_TEXT = {"mle-only": "the same calibration with the ranking and gold terms off"}
+
+# Calibration keys a sweep variant may not change: the run's identity, the ranking preference
+# model and the contexts, so that every row is paired with the others on the same contexts.
+FIXED_CALIBRATION_KEYS = ("name", "output_dir", "seed", "candidates", "scorer", "generator", "data")
+DPO_RUN = "dpo"  # calibrated/dpo: the DPO peer's run folder
+FIXED_DPO_KEYS = ("name", "output_dir", "seed", "pairs", "generator")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -76,6 +87,85 @@ class TaskSpec:
 
 
 @dataclasses.dataclass
+class VariantSpec:
+    """A named set of calibration overrides (a sweep setting), applied after the study's own
+    ``calibration`` list."""
+
+    name: str = field_help("variant", "variant name: its rows are <loss>+<variant>")
+    overrides: list = field_help([], "calibration key=value overrides (loss.*, optim.*, ...)")
+
+    def __post_init__(self):
+        if not self.name or "/" in self.name or "+" in self.name:
+            raise ConfigError(f"variants[].name must be plain (no / or +), got {self.name!r}")
+        for item in self.overrides:
+            key = str(item).split("=", 1)[0].strip().lstrip("-")
+            if key.split(".")[0] in FIXED_CALIBRATION_KEYS:
+                raise ConfigError(
+                    f"variants[{self.name}]: {key} is fixed by the study (a variant may not change "
+                    f"{', '.join(FIXED_CALIBRATION_KEYS)})"
+                )
+
+
+@dataclasses.dataclass
+class SweepRowSpec:
+    """One sweep row: ``loss``'s preference model ranks, ``variant``'s settings calibrate."""
+
+    loss: str = field_help("soft", "the loss whose preference model ranks the candidates")
+    variant: str = field_help("variant", "a variants[].name")
+    tasks: list | None = field_help(None, "task names this row runs on (null: every task)")
+
+    @property
+    def name(self) -> str:
+        """The row's folder and report name: ``<loss>+<variant>``."""
+        return f"{self.loss}+{self.variant}"
+
+    def runs_on(self, task: str) -> bool:
+        return self.tasks is None or task in self.tasks
+
+
+@dataclasses.dataclass
+class DPOPeerSpec:
+    """The DPO peer: ``bayespref dpo`` on pairs exported from one preference model's ranking of
+    the study's training candidates, at the calibration's budget (:func:`dpo_config`)."""
+
+    pm: str = field_help("soft", "the loss whose preference model ranked the exported pairs")
+    strategy: str = field_help("best-vs-worst", f"export-pairs strategy: {' | '.join(STRATEGIES)}")
+    overrides: list = field_help([], "bayespref dpo key=value overrides, last (dpo.beta=...)")
+
+    def __post_init__(self):
+        if self.strategy not in STRATEGIES:
+            raise ConfigError(
+                f"dpo.strategy must be one of {'|'.join(STRATEGIES)}, got {self.strategy!r}"
+            )
+
+
+@dataclasses.dataclass
+class BestOfKSpec:
+    """Candidates of the held-out evaluation contexts: best-of-K reranking of the base generator
+    and every generator's own ranking accuracy on the same sets."""
+
+    ks: list = field_help(
+        [4], "K of best-of-K: each context's K highest beam-scored candidates, reranked"
+    )
+    decoding: dict = field_help(
+        {}, "the search: the study's decoding with these keys replaced (num_beams: 16, ...)"
+    )
+    generator_ranking: bool = field_help(
+        True, "measure each generator's own ranking accuracy on these candidate sets"
+    )
+    tasks: list | None = field_help(None, "task names searched (null: every task)")
+
+    def runs_on(self, task: str) -> bool:
+        return self.tasks is None or task in self.tasks
+
+    def __post_init__(self):
+        if not self.ks or any(
+            isinstance(k, bool) or not isinstance(k, int) or k < 1 for k in self.ks
+        ):
+            raise ConfigError(f"best_of_k.ks must be a list of integers >= 1, got {self.ks}")
+
+
+@dataclasses.dataclass
 class CalibrationStudyConfig:
     """The calibration study (``bayespref calibration-study``): per task, a ranking preference
     model per loss, a generator calibrated on each ranking, and the controls."""
@@ -103,6 +193,14 @@ class CalibrationStudyConfig:
     controls: list = field_help(
         ["mle-only"], "control calibrations without a preference model (mle-only: gold MLE)"
     )
+    variants: list = field_help([], "named calibration settings: [{name, overrides}]")
+    rows: list = field_help(
+        [], "sweep rows: [{loss, variant, tasks}] -> calibrated/<loss>+<variant>"
+    )
+    dpo: dict | None = field_help(None, "the DPO peer {pm, strategy, overrides} (null: none)")
+    best_of_k: dict | None = field_help(
+        None, "best-of-K on the evaluation contexts {ks, decoding, generator_ranking, tasks}"
+    )
 
     def __post_init__(self):
         self.tasks = as_specs(self.tasks, TaskSpec, "tasks[]")
@@ -123,7 +221,50 @@ class CalibrationStudyConfig:
                 "config key eval_decoding.chat_template was removed: every generator answers "
                 "with its own prompt format, generator.chat_template"
             )
+        self.variants = as_specs(self.variants, VariantSpec, "variants[]")
+        self.rows = as_specs(self.rows, SweepRowSpec, "rows[]")
+        self._check_rows(names)
         self.answer_decoding()  # validated now, not after hours of training
+        self.dpo_peer()
+        spec = self.best_of_k_spec()
+        if spec is not None:
+            unknown = [t for t in spec.tasks or [] if t not in names]
+            if unknown:
+                raise ConfigError(f"best_of_k.tasks: unknown {unknown}; tasks: {names}")
+            search = self.eval_search()
+            too_large = [k for k in spec.ks if k > search.num_beams]
+            if too_large:
+                raise ConfigError(
+                    f"best_of_k.ks {too_large} exceed the evaluation search's "
+                    f"{search.num_beams} candidates per context (best_of_k.decoding.num_beams)"
+                )
+
+    def _check_rows(self, task_names: list[str]) -> None:
+        variants = [v.name for v in self.variants]
+        if len(set(variants)) != len(variants):
+            raise ConfigError(f"variants[].name must be unique, got {variants}")
+        rows = [r.name for r in self.rows]
+        if len(set(rows)) != len(rows):
+            raise ConfigError(f"rows must be unique, got {rows}")
+        for row in self.rows:
+            if row.loss not in self.losses:
+                raise ConfigError(
+                    f"rows: {row.name}: loss {row.loss!r} is not in losses {self.losses}"
+                )
+            if row.variant not in variants:
+                raise ConfigError(f"rows: {row.name}: unknown variant; variants: {variants}")
+            unknown = [t for t in row.tasks or [] if t not in task_names]
+            if unknown:
+                raise ConfigError(f"rows: {row.name}: unknown tasks {unknown}; tasks: {task_names}")
+        clash = {DPO_RUN, *self.controls} & {*self.losses, *rows}
+        if clash:
+            raise ConfigError(
+                f"{sorted(clash)}: a loss or row may not share a control's or dpo's name"
+            )
+        for variant in self.variants:  # unknown keys and bad values: now, not after hours
+            overrides = [*self.calibration, *variant.overrides]
+            data = apply_overrides({"decoding": dict(self.decoding)}, overrides)
+            from_dict(CalibrationConfig, data, f"variants[{variant.name}]")
 
     @property
     def study_dir(self) -> Path:
@@ -134,6 +275,39 @@ class CalibrationStudyConfig:
         answer-decoding defaults, with the study's seed."""
         settings = {**ANSWER_DECODING, **self.eval_decoding, "seed": self.seed}
         return from_dict(DecodingConfig, settings, "eval_decoding")
+
+    def variant(self, name: str) -> VariantSpec:
+        return next(v for v in self.variants if v.name == name)
+
+    def dpo_peer(self) -> DPOPeerSpec | None:
+        """The DPO peer's spec (None: no DPO peer)."""
+        if self.dpo is None:
+            return None
+        spec = from_dict(DPOPeerSpec, self.dpo, "dpo")
+        if spec.pm not in self.losses:
+            raise ConfigError(f"dpo.pm must be one of the losses {self.losses}, got {spec.pm!r}")
+        for item in spec.overrides:
+            key = str(item).split("=", 1)[0].strip().lstrip("-")
+            if key.split(".")[0] in FIXED_DPO_KEYS:
+                raise ConfigError(f"dpo.overrides: {key} is set by the study ({FIXED_DPO_KEYS})")
+        from_dict(DPOConfig, apply_overrides({"pairs": "pairs.jsonl"}, spec.overrides), "dpo")
+        return spec
+
+    def best_of_k_spec(self) -> BestOfKSpec | None:
+        """The evaluation contexts' candidates (None: no best-of-K, no ranking on them)."""
+        return (
+            None if self.best_of_k is None else from_dict(BestOfKSpec, self.best_of_k, "best_of_k")
+        )
+
+    def eval_search(self) -> DecodingConfig:
+        """The evaluation contexts' candidate search: the training candidates' (the study's
+        ``decoding`` under its ``calibration`` overrides) with ``best_of_k.decoding`` on top."""
+        spec = self.best_of_k_spec()
+        training = from_dict(
+            CalibrationConfig, apply_overrides({"decoding": dict(self.decoding)}, self.calibration)
+        )
+        decoding = {**to_dict(training)["decoding"], **(spec.decoding if spec else {})}
+        return from_dict(DecodingConfig, decoding, "best_of_k.decoding")
 
 
 def load_calibration_study(
@@ -175,11 +349,16 @@ def judge_run_name(judge: dict) -> str:
     return f"judge-{judge['loss']}-seed{judge['seed']}"
 
 
-def _calibration_config(
-    study: CalibrationStudyConfig, task: TaskSpec, name: str, scorer_run: str | None, cache: Path
+def study_calibration_config(
+    study: CalibrationStudyConfig,
+    task: TaskSpec,
+    name: str,
+    scorer_run: str | None,
+    cache: Path,
+    overrides: list[str] | None = None,
 ) -> CalibrationConfig:
     """One calibration run of the study: its settings, then the study's ``calibration``
-    overrides; ``scorer_run`` ranks the candidates cached at ``cache``."""
+    overrides, then ``overrides``; ``scorer_run`` ranks the candidates cached at ``cache``."""
     data = {
         "name": name,
         "output_dir": str(study.study_dir / task.name / "calibrated"),
@@ -191,13 +370,20 @@ def _calibration_config(
         "candidates": str(cache),
         "progress": False,
     }
-    return from_dict(CalibrationConfig, apply_overrides(data, study.calibration))
+    return from_dict(
+        CalibrationConfig, apply_overrides(data, [*study.calibration, *(overrides or [])])
+    )
+
+
+def task_dir(study: CalibrationStudyConfig, task: TaskSpec) -> Path:
+    """``<output_dir>/<study>/<task>``: every step of ``task``."""
+    return study.study_dir / task.name
 
 
 def generation_config(study: CalibrationStudyConfig, task: TaskSpec) -> CalibrationConfig:
     """The candidate search, shared by every loss: no scorer (the generator's own ranking)."""
-    cache = study.study_dir / task.name / "candidates" / "generated.jsonl"
-    config = _calibration_config(study, task, "candidates", None, cache)
+    cache = task_dir(study, task) / "candidates" / "generated.jsonl"
+    config = study_calibration_config(study, task, "candidates", None, cache)
     return dataclasses.replace(config, output_dir=str(cache.parent.parent))
 
 
@@ -206,9 +392,9 @@ def calibration_config(
 ) -> CalibrationConfig:
     """The generator calibrated on ``loss``'s ranking (``calibrated/<loss>``), its candidates
     re-scored by ``pm/<loss>`` into ``candidates/<loss>.jsonl``."""
-    pm_dir = study.study_dir / task.name / "pm" / loss
-    cache = study.study_dir / task.name / "candidates" / f"{loss}.jsonl"
-    return _calibration_config(study, task, loss, str(pm_dir), cache)
+    pm_dir = task_dir(study, task) / "pm" / loss
+    cache = task_dir(study, task) / "candidates" / f"{loss}.jsonl"
+    return study_calibration_config(study, task, loss, str(pm_dir), cache)
 
 
 def control_config(
@@ -218,5 +404,5 @@ def control_config(
     overrides last (the shared candidates are read but, with the ranking off, not forwarded)."""
     config = generation_config(study, task)
     data = to_dict(config)
-    data.update(name=control, output_dir=str(study.study_dir / task.name / "calibrated"))
+    data.update(name=control, output_dir=str(task_dir(study, task) / "calibrated"))
     return from_dict(CalibrationConfig, apply_overrides(data, CONTROLS[control]))

@@ -1,0 +1,261 @@
+"""The calibration study's sweep rows and peers (issue 13): best-of-K picks and the one table's
+verdict by hand, the step configs (which candidates a sweep row shares, the DPO peer's budget,
+the evaluation contexts' search), the config errors, and the shipped sweep file."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+from bayespref.config import ConfigError
+from bayespref.studies.calibration_peer_configs import (
+    dpo_config,
+    eval_candidates_config,
+    eval_contexts_path,
+    sweep_config,
+    sweep_generation_config,
+)
+from bayespref.studies.calibration_peers import best_of_k_outputs, first_beams, pick
+from bayespref.studies.calibration_study_config import (
+    calibration_config,
+    generation_config,
+    load_calibration_study,
+)
+from bayespref.studies.calibration_table import ranking_acceptance, table_rows
+
+REPO = Path(__file__).resolve().parents[1]
+STUDY = REPO / "configs" / "calibration-study.yaml"
+
+
+def cand(text: str, count: int = 1) -> dict:
+    return {"text": text, "score": 0.0, "count": count}
+
+
+# -- best-of-K -----------------------------------------------------------------------------------
+
+
+def test_first_beams_count_duplicates_as_beams():
+    row = {"candidates": [cand("a", 2), cand("b"), cand("c"), cand("d")]}
+    assert first_beams(row, 1) == ["a"]
+    assert first_beams(row, 2) == ["a"]  # "a" was found by the first two beams
+    assert first_beams(row, 3) == ["a", "b"]
+    assert first_beams(row, 16) == ["a", "b", "c", "d"]
+
+
+def test_pick_takes_the_top_score_and_the_higher_beam_on_a_tie():
+    assert pick(["a", "b", "c"], {"a": 0.1, "b": 0.7, "c": 0.3}) == "b"
+    assert pick(["a", "b", "c"], {"a": 0.2, "b": 0.9, "c": 0.9}) == "b"
+
+
+def test_best_of_k_picks_by_hand():
+    # beam order x1 > x2 > x3; the PM prefers x3, the judge x2
+    rows = [{"id": "1", "candidates": [cand("x1"), cand("x2"), cand("x3")]},
+            {"id": "2", "candidates": [cand("y1"), cand("y2")]}]  # fmt: skip
+    pm = {("1", "x1"): 0.0, ("1", "x2"): 0.5, ("1", "x3"): 0.9, ("2", "y1"): 0.4, ("2", "y2"): 0.1}
+    judge = {("1", "x1"): 0.2, ("1", "x2"): 0.8, ("1", "x3"): 0.1, ("2", "y1"): 0.0,
+             ("2", "y2"): 0.6}  # fmt: skip
+    items = [{"id": "2"}, {"id": "1"}]  # the evaluation order, not the file's
+    out = best_of_k_outputs(rows, {"soft": pm}, judge, items, [2, 3])
+    assert list(out) == [
+        "top beam", "best-of-2 (soft)", "best-of-2 (judge)", "best-of-3 (soft)",
+        "best-of-3 (judge)",
+    ]  # fmt: skip
+    texts = {name: o.texts for name, (_, _, o) in out.items()}
+    assert texts["top beam"] == ["y1", "x1"]
+    assert texts["best-of-2 (soft)"] == ["y1", "x2"]  # x3 is not among the first 2 beams
+    assert texts["best-of-2 (judge)"] == ["y2", "x2"]
+    assert texts["best-of-3 (soft)"] == ["y1", "x3"]
+    assert texts["best-of-3 (judge)"] == ["y2", "x2"]
+    k, picker, outputs = out["best-of-3 (soft)"]
+    assert (k, picker) == (3, "soft") and out["top beam"][:2] == (1, None)
+    assert outputs.lengths == [] and all(math.isnan(v) for v in outputs.gold_nll)
+    with pytest.raises(ValueError, match="no candidates"):
+        best_of_k_outputs(rows, {}, judge, [{"id": "3"}], [2])
+
+
+# -- the one table and its verdict ---------------------------------------------------------------
+
+
+def interval(mean: float, low: float, high: float) -> dict:
+    return {"mean": mean, "low": low, "high": high, "n": 200}
+
+
+def report(vs_base, vs_control=None, change=math.nan, **extra) -> dict:
+    r = {
+        "calibrated": {"utility": interval(0.7, 0.6, 0.8), "gold_perplexity": 10.0},
+        "paired": {"utility_difference": vs_base, "win_rate": {"rate": 0.6}},
+        "vs_controls": {}
+        if vs_control is None
+        else {"mle-only": {"utility_difference": vs_control}},
+        "perplexity_change": change,
+    }
+    return {**r, **extra}
+
+
+def test_table_rows_and_the_verdict_by_hand():
+    result = {
+        "losses": {
+            # beyond mle-only, but gold perplexity up 12% (> 10%): does not pass
+            "jsd": report(
+                interval(0.2, 0.1, 0.3),
+                interval(0.05, 0.01, 0.09),
+                0.12,
+                calibration={"initial_eval_rank_acc_pm": 0.5, "final_eval_rank_acc_pm": 0.7},
+            ),
+            "soft": report(interval(0.1, 0.05, 0.15), interval(0.01, -0.02, 0.04), -0.3),
+        },  # fmt: skip
+        "sweep": {
+            "soft+rank10": report(
+                interval(0.2, 0.1, 0.3), interval(0.03, 0.005, 0.05), 0.1, pm="soft"
+            )
+        },  # fmt: skip
+        "controls": {"mle-only": report(interval(0.15, 0.1, 0.2), None, -0.4)},
+        "peers": {
+            "dpo": report(interval(0.1, 0.0, 0.2), interval(0.02, 0.001, 0.04), 0.0, pm="soft")
+        },
+        "best_of_k": {
+            "best-of-4 (judge)": report(
+                interval(0.3, 0.2, 0.4), interval(0.1, 0.05, 0.15), picker="judge"
+            ),
+            "top beam": report(interval(0.0, -0.1, 0.1), interval(-0.1, -0.2, 0.0), picker=None),
+        },  # fmt: skip
+        "generator_ranking": {
+            "generators": {
+                "jsd": {
+                    "base": {"rank_acc_judge": 0.55, "rank_acc_jsd": 0.6},
+                    "after": {"rank_acc_judge": 0.58, "rank_acc_jsd": 0.7},
+                }
+            }
+        },  # fmt: skip
+    }
+    rows = table_rows(result, 0.10)
+    assert [(r["name"], r["kind"], r["pm"]) for r in rows] == [
+        ("jsd", "loss", "jsd"), ("soft", "loss", "soft"), ("soft+rank10", "sweep", "soft"),
+        ("mle-only", "control", None), ("dpo", "dpo", "soft"),
+        ("best-of-4 (judge)", "ceiling", None), ("top beam", "top-beam", None),
+    ]  # fmt: skip
+    by_name = {r["name"]: r for r in rows}
+    assert by_name["jsd"]["beats_control"] and not by_name["jsd"]["perplexity_ok"]
+    assert not by_name["jsd"]["passes"]
+    assert by_name["soft+rank10"]["passes"]  # low 0.005 > 0 and +10% is within 10%
+    assert not by_name["soft"]["passes"] and not by_name["dpo"]["passes"]  # dpo: not PM-ranked
+    assert by_name["jsd"]["held_out_ranking"] == {"pm": [0.5, 0.7]}
+    assert by_name["jsd"]["eval_ranking"] == {"judge": [0.55, 0.58], "pm": [0.6, 0.7]}
+    assert by_name["soft"]["eval_ranking"] == {}
+
+    verdict = ranking_acceptance(rows)
+    assert verdict["accepted"] is True and verdict["passing"] == ["soft+rank10"]
+    assert verdict["best"] == "jsd"  # the largest mean against mle-only, yet it fails on ppl
+    assert verdict["peers_beating_control"] == ["dpo", "best-of-4 (judge)"]
+    assert verdict["ceiling_vs_control"] == {"best-of-4 (judge)": interval(0.1, 0.05, 0.15)}
+
+    del result["sweep"]
+    assert ranking_acceptance(table_rows(result, 0.10))["accepted"] is False
+    del result["controls"]
+    for r in result["losses"].values():
+        r["vs_controls"] = {}
+    assert ranking_acceptance(table_rows(result, 0.10))["accepted"] is None
+
+
+# -- step configs --------------------------------------------------------------------------------
+
+
+def quick_study(tmp_path, *overrides: str):
+    return load_calibration_study(
+        STUDY, quick=True, overrides=[f"output_dir={tmp_path}", *overrides]
+    )
+
+
+def test_sweep_rows_share_the_losss_candidates_unless_they_change_the_search(tmp_path):
+    study = quick_study(
+        tmp_path,
+        "variants=[{name: r10, overrides: [loss.rank_weight=10]}, "
+        "{name: k2, overrides: [decoding.num_beams=2, decoding.num_beam_groups=2]}, "
+        "{name: k2r, overrides: [decoding.num_beams=2, decoding.num_beam_groups=2, "
+        "loss.margin=0.01]}]",
+        "rows=[{loss: jsd, variant: r10}, {loss: jsd, variant: k2}, {loss: soft, variant: k2r}]",
+    )
+    task = study.tasks[0]
+    r10, k2, k2r = study.rows
+    base = calibration_config(study, task, "jsd")
+    config = sweep_config(study, task, r10)
+    assert config.run_dir == base.run_dir.parent / "jsd+r10"
+    assert config.candidates_path == base.candidates_path  # the same ranked candidates
+    assert config.loss.rank_weight == 10 and config.optim == base.optim
+    assert sweep_generation_config(study, task, r10) is None
+    own = sweep_config(study, task, k2)
+    search = sweep_generation_config(study, task, k2)
+    assert search is not None and search.scorer.run is None and search.decoding.num_beams == 2
+    assert own.candidates_path == search.candidates_path.parent / "jsd.jsonl"
+    assert search.run_dir == search.candidates_path.parent  # the search's lock is its folder
+    assert (
+        search.candidates_path.parent.parent
+        == generation_config(study, task).candidates_path.parent
+    )
+    # the same search, another loss setting: one search folder, two ranked files
+    assert sweep_generation_config(study, task, k2r).candidates_path == search.candidates_path
+    assert sweep_config(study, task, k2r).candidates_path.name == "soft.jsonl"
+
+
+def test_the_dpo_peer_has_its_calibrations_budget(tmp_path):
+    study = quick_study(tmp_path)
+    task = study.tasks[0]
+    calibration = calibration_config(study, task, "soft")
+    dpo = dpo_config(study, task, 8)
+    assert dpo.run_dir == calibration.run_dir.parent / "dpo"
+    assert str(dpo.pairs).endswith("candidates/soft.best-vs-worst.pairs.jsonl")
+    assert dpo.generator == calibration.generator and dpo.peft == calibration.peft
+    for key in ("lr", "batch_size", "grad_accum", "warmup_ratio", "max_grad_norm", "weight_decay"):
+        assert getattr(dpo.optim, key) == getattr(calibration.optim, key)
+    assert dpo.optim.max_steps == calibration.optim.max_steps == 2  # quick: max_steps 2
+    beta = quick_study(tmp_path, "dpo={pm: soft, overrides: [dpo.beta=0.5]}")
+    assert dpo_config(beta, beta.tasks[0], 8).dpo.beta == 0.5
+
+
+def test_the_evaluation_contexts_are_searched_as_the_training_ones(tmp_path):
+    study = load_calibration_study(
+        STUDY,
+        overrides=[
+            f"output_dir={tmp_path}",
+            "best_of_k={decoding: {num_beams: 16, num_beam_groups: 16}}",
+        ],
+    )
+    task = study.tasks[0]
+    training = generation_config(study, task)
+    search = eval_candidates_config(study, task, None)
+    assert search.data.source == "jsonl" and search.data.path == str(
+        eval_contexts_path(study, task)
+    )
+    assert search.data.n is None and search.data.n_eval == 0 and not search.eval_ranking
+    assert search.scorer.run is None and search.generator == training.generator
+    assert (search.decoding.num_beams, search.decoding.num_beam_groups) == (16, 16)
+    for key in ("diversity_penalty", "max_new_tokens", "min_new_tokens", "length_penalty"):
+        assert getattr(search.decoding, key) == getattr(training.decoding, key)
+    ranked = eval_candidates_config(study, task, "jsd")
+    assert ranked.scorer.run.endswith("pm/jsd") and ranked.candidates_path.name == "jsd.jsonl"
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("variants=[{name: v, overrides: [scorer.run=x]}]", "fixed by the study"),
+        ("variants=[{name: v, overrides: [data.n=3]}]", "fixed by the study"),
+        ("variants=[{name: a+b, overrides: []}]", "plain"),
+        ("variants=[{name: v, overrides: [loss.nonsense=1]}]\nrows=[]", "unknown config key"),
+        ("variants=[{name: v, overrides: [loss.margin=-1]}]\nrows=[]", "must be >= 0"),
+        ("rows=[{loss: jsd, variant: nope}]", "unknown variant"),
+        ("variants=[{name: v}]\nrows=[{loss: hinge, variant: v}]", "not in losses"),
+        ("variants=[{name: v}]\nrows=[{loss: jsd, variant: v, tasks: [x]}]", "unknown tasks"),
+        ("dpo={pm: hinge}", "dpo.pm must be one of"),
+        ("dpo={pm: soft, overrides: [pairs=x.jsonl]}", "set by the study"),
+        ("dpo={pm: soft, strategy: random}", "dpo.strategy"),
+        ("best_of_k={ks: [8]}", "exceed"),
+        ("best_of_k={ks: [0]}", "integers >= 1"),
+        ("best_of_k={ks: [2], tasks: [x]}", "unknown"),
+    ],
+)
+def test_bad_sweep_and_peer_settings_are_one_config_error(tmp_path, override, message):
+    with pytest.raises(ConfigError, match=message):
+        quick_study(tmp_path, *override.split("\n"))
