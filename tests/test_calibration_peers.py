@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from bayespref.config import ConfigError
+from bayespref.dpo import total_optimiser_steps
 from bayespref.studies.calibration_peer_configs import (
     dpo_config,
     eval_candidates_config,
@@ -210,18 +211,17 @@ def test_the_dpo_peer_has_its_calibrations_budget(tmp_path):
     for key in ("lr", "batch_size", "grad_accum", "warmup_ratio", "max_grad_norm", "weight_decay"):
         assert getattr(dpo.optim, key) == getattr(calibration.optim, key)
     assert dpo.optim.max_steps == calibration.optim.max_steps == 2  # quick: max_steps 2
+    full = load_calibration_study(STUDY)
+    full_dpo = dpo_config(full, full.tasks[0], 160)
+    # 160 contexts, 2 x 4 per step, 1 epoch: the 20 steps calibration takes
+    assert full_dpo.optim.max_steps == 20 == total_optimiser_steps(160, full_dpo.optim)
+    assert full_dpo.optim.lr == 5.0e-4 and full_dpo.peft.method == "lora"
     beta = quick_study(tmp_path, "dpo={pm: soft, overrides: [dpo.beta=0.5]}")
     assert dpo_config(beta, beta.tasks[0], 8).dpo.beta == 0.5
 
 
 def test_the_evaluation_contexts_are_searched_as_the_training_ones(tmp_path):
-    study = load_calibration_study(
-        STUDY,
-        overrides=[
-            f"output_dir={tmp_path}",
-            "best_of_k={decoding: {num_beams: 16, num_beam_groups: 16}}",
-        ],
-    )
+    study = load_calibration_study(STUDY, overrides=[f"output_dir={tmp_path}"])
     task = study.tasks[0]
     training = generation_config(study, task)
     search = eval_candidates_config(study, task, None)

@@ -90,6 +90,7 @@ def test_shipped_study_configs_load():
     assert [t.name for t in study.tasks] == ["synthetic", "convabuse"]
     assert study.tasks[0].judge == "oracle" and study.tasks[1].judge == {"loss": "soft", "seed": 1}
     assert study.tasks[0].eval_contexts["n"] >= 200
+    assert study.dpo_peer().pm == "soft" and study.best_of_k_spec().ks == [4, 8, 16]
     quick = load_calibration_study(STUDY, quick=True)
     assert quick.losses == LOSSES and quick.name == "calibration-study-quick"
     assert [r.name for r in quick.rows] == ["soft+brio"] and quick.dpo_peer() is not None
