@@ -8,6 +8,7 @@ import math
 from pathlib import Path
 
 import pytest
+import yaml
 
 from bayespref.config import ConfigError
 from bayespref.dpo import total_optimiser_steps
@@ -28,6 +29,7 @@ from bayespref.studies.calibration_table import ranking_acceptance, table_rows
 
 REPO = Path(__file__).resolve().parents[1]
 STUDY = REPO / "configs" / "calibration-study.yaml"
+SWEEP = REPO / "configs" / "calibration-sweep.yaml"
 
 
 def cand(text: str, count: int = 1) -> dict:
@@ -259,3 +261,41 @@ def test_the_evaluation_contexts_are_searched_as_the_training_ones(tmp_path):
 def test_bad_sweep_and_peer_settings_are_one_config_error(tmp_path, override, message):
     with pytest.raises(ConfigError, match=message):
         quick_study(tmp_path, *override.split("\n"))
+
+
+def test_the_sweep_file_is_the_study_plus_its_rows():
+    study = yaml.safe_load(STUDY.read_text())
+    sweep = yaml.safe_load(SWEEP.read_text())
+    variants, rows = sweep.pop("variants"), sweep.pop("rows")
+    assert sweep == study  # the same study folder: every finished step is reused
+    config = load_calibration_study(SWEEP)
+    assert len(config.rows) == len(rows) == len(variants) == 8
+    assert all(row.loss == "soft" and row.tasks == ["synthetic"] for row in config.rows)
+    task = config.tasks[0]
+    base = calibration_config(config, task, "soft")
+    changed = {}
+    for row in config.rows:
+        swept = sweep_config(config, task, row)
+        changed[row.variant] = {
+            (section, key)
+            for section in ("loss", "decoding", "optim")
+            for key, value in vars(getattr(swept, section)).items()
+            if getattr(getattr(base, section), key) != value
+        } | ({("eval_every",)} if swept.eval_every != base.eval_every else set())
+    # one factor at a time around the study's setting, and the BRIO corner
+    assert changed["rank10"] == {("loss", "rank_weight")}
+    assert changed["rank100"] == {("loss", "rank_weight"), ("loss", "mle_weight")}
+    assert changed["margin0.01"] == {("loss", "margin")}
+    assert changed["len2"] == {("loss", "length_penalty")}
+    assert (
+        changed["k8"]
+        == changed["k16"]
+        == {("decoding", "num_beams"), ("decoding", "num_beam_groups")}
+    )
+    assert changed["epochs3"] == {("optim", "epochs"), ("eval_every",)}
+    assert changed["brio"] == set().union(
+        *(changed[v] for v in ("rank100", "len2", "k16", "epochs3"))
+    )
+    brio = sweep_config(config, task, config.rows[-1])
+    assert (brio.loss.rank_weight, brio.loss.mle_weight, brio.loss.length_penalty) == (10, 0.1, 2)
+    assert brio.decoding.num_beams == 16 and brio.optim.epochs == 3
