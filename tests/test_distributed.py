@@ -24,6 +24,16 @@ def _run(cmd: list[str]) -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
 
 
+def _one_step_both_ways(tmp_path: Path, common: list[str]) -> tuple[dict, dict]:
+    """dist_step.py's tensors from one process at batch 16 and from two at batch 8 each."""
+    one, two = tmp_path / "one.safetensors", tmp_path / "two.safetensors"
+    step = [str(STEP_SCRIPT), *common]
+    _run([sys.executable, *step, "--batch-size", "16", "--output", str(one)])
+    assert TORCHRUN is not None
+    _run([TORCHRUN, "--nproc_per_node", "2", *step, "--batch-size", "8", "--output", str(two)])
+    return load_file(str(one)), load_file(str(two))
+
+
 @pytest.mark.skipif(TORCHRUN is None, reason="torchrun not found beside the Python interpreter")
 @pytest.mark.parametrize(
     ("normaliser", "accumulation"),
@@ -37,22 +47,7 @@ def test_two_processes_match_one_process_on_the_global_batch(
     gradients, hence the same update; also with two micro-batches pooled into one forward.
     (On CPU, launch with torchrun: `accelerate launch --cpu` starts a single process.)"""
     common = ["--encoder", tiny_encoder_dir, "--normaliser", normaliser, *accumulation]
-    one, two = tmp_path / "one.safetensors", tmp_path / "two.safetensors"
-    _run([sys.executable, str(STEP_SCRIPT), *common, "--batch-size", "16", "--output", str(one)])
-    _run(
-        [
-            TORCHRUN,
-            "--nproc_per_node",
-            "2",
-            str(STEP_SCRIPT),
-            *common,
-            "--batch-size",
-            "8",
-            "--output",
-            str(two),
-        ]
-    )
-    single, parallel = load_file(str(one)), load_file(str(two))
+    single, parallel = _one_step_both_ways(tmp_path, common)
     assert single.keys() == parallel.keys()
     assert single["losses"].shape == (16 * (2 if accumulation else 1),)
     assert sum(k.startswith("grad.") for k in single) > 10
@@ -121,22 +116,7 @@ def test_annotator_heads_train_the_same_on_two_processes(tmp_path, tiny_encoder_
     by DDP, gives the single process's gradient on the global batch (every slot's output layer
     included, the slots absent from a process's share getting zero there)."""
     common = ["--encoder", tiny_encoder_dir, "--kind", "annotator-heads"]
-    one, two = tmp_path / "one.safetensors", tmp_path / "two.safetensors"
-    _run([sys.executable, str(STEP_SCRIPT), *common, "--batch-size", "16", "--output", str(one)])
-    _run(
-        [
-            TORCHRUN,
-            "--nproc_per_node",
-            "2",
-            str(STEP_SCRIPT),
-            *common,
-            "--batch-size",
-            "8",
-            "--output",
-            str(two),
-        ]
-    )
-    single, parallel = load_file(str(one)), load_file(str(two))
+    single, parallel = _one_step_both_ways(tmp_path, common)
     assert single.keys() == parallel.keys() and "grad.head.out.weight" in single
     assert float(single["grad.head.out.weight"].abs().sum()) > 0
     for key in single:

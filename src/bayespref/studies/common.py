@@ -18,15 +18,20 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 import math
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import yaml
+from tqdm.auto import tqdm
 
 from ..config import ConfigError, from_dict, to_dict
+from ..safety import TrainingInterrupted
+
+logger = logging.getLogger(__name__)
 
 # Config keys that do not change what a run computes (ignored when matching a cached run).
 COSMETIC_KEYS = ("progress", "tensorboard")
@@ -116,6 +121,38 @@ def run_unless_done(status: str, run: Callable[..., Any], config: Any) -> str:
     resume = status == "partial"
     run(config, resume=resume)
     return "resumed" if resume else "trained"
+
+
+def train_cells(
+    cells: Sequence[Any],
+    config_of: Callable[[Any], Any],
+    run: Callable[..., Any],
+    desc: str = "study cells",
+    progress: bool = True,
+) -> dict[str, int]:
+    """Train every unfinished cell of a study with ``run`` (a recipe's entry point, see
+    :func:`run_unless_done`), resuming interrupted ones; counts by outcome. ``config_of(cell)``
+    is the cell's run config; each cell has a ``key``. An interruption (Ctrl-C, SIGTERM) names
+    the cell and says how to resume."""
+    outcome = empty_outcome()
+    bar = tqdm(cells, desc=desc, unit="cell", disable=not progress)
+    for cell in bar:
+        bar.set_postfix_str(cell.key)
+        config = config_of(cell)
+        status = run_status(config)
+        if status != "done":
+            logger.info("cell %s: %s", cell.key, "resuming" if status == "partial" else "training")
+        try:
+            outcome[run_unless_done(status, run, config)] += 1
+        except TrainingInterrupted as err:
+            bar.close()
+            raise TrainingInterrupted(
+                f"study interrupted in cell {cell.key} at step {err.step} (checkpoint saved); "
+                "rerun the same `bayespref compare` command to resume the study",
+                err.step,
+            ) from err
+    bar.close()
+    return outcome
 
 
 def empty_outcome() -> dict[str, int]:

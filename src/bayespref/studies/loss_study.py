@@ -28,7 +28,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from .. import metrics as metrics_lib
 from ..annotator_metrics import ANNOTATOR_METRICS
@@ -38,15 +37,13 @@ from ..data.splits import load_split, load_train_valid
 from ..evaluation import annotator_results, encode_split, predict_logits
 from ..model import PreferenceModel
 from ..ranking_metrics import RANKING_METRICS, compute_ranking_metrics
-from ..safety import TrainingInterrupted
 from ..stats import t_interval
 from ..train import train
 from .common import (
     empty_outcome,
-    run_status,
-    run_unless_done,
     save_study_record,
     sha256_json,
+    train_cells,
     write_json,
 )
 from .loss_report import write_plots, write_report
@@ -63,29 +60,6 @@ a name of :data:`bayespref.ranking_metrics.RANKING_METRICS`."""
 
 # ---------------------------------------------------------------------------------------------
 # Training the cells
-
-
-def run_cells(cells: list[Cell], study: StudyConfig, progress: bool = True) -> dict[str, int]:
-    """Train every unfinished cell (resuming interrupted ones); returns counts by outcome."""
-    outcome = empty_outcome()
-    bar = tqdm(cells, desc="study cells", unit="cell", disable=not progress)
-    for cell in bar:
-        bar.set_postfix_str(cell.key)
-        config = cell.config(study)
-        status = run_status(config)
-        if status != "done":
-            logger.info("cell %s: %s", cell.key, "resuming" if status == "partial" else "training")
-        try:
-            outcome[run_unless_done(status, train, config)] += 1
-        except TrainingInterrupted as err:
-            bar.close()
-            raise TrainingInterrupted(
-                f"study interrupted in cell {cell.key} at step {err.step} (checkpoint saved); "
-                "rerun the same `bayespref compare` command to resume the study",
-                err.step,
-            ) from err
-    bar.close()
-    return outcome
 
 
 # ---------------------------------------------------------------------------------------------
@@ -275,7 +249,7 @@ def run_study(
     save_study_record(study, study.study_dir)
     outcome = empty_outcome()
     if not report_only:
-        outcome = run_cells(cells, study, progress=progress)
+        outcome = train_cells(cells, lambda cell: cell.config(study), train, progress=progress)
     results = {}
     for cell in cells:
         result = evaluate_cell(cell, study)

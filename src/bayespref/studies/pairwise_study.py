@@ -22,47 +22,20 @@ import logging
 import time
 from pathlib import Path
 
-from tqdm.auto import tqdm
-
 from ..pairwise_metrics import PAIRWISE_METRICS
-from ..safety import TrainingInterrupted
 from ..stats import t_interval
 from ..train_pairwise import train_pairwise
 from .common import (
     empty_outcome,
     git_commit,
-    run_status,
-    run_unless_done,
     save_study_record,
+    train_cells,
     write_json,
 )
 from .pairwise_report import Interval, conclusions, write_report
 from .pairwise_study_config import PairwiseCell, PairwiseStudyConfig, build_pairwise_cells
 
 logger = logging.getLogger(__name__)
-
-
-def run_pairwise_cells(cells: list[PairwiseCell], progress: bool = True) -> dict[str, int]:
-    """Train every unfinished cell (resuming interrupted ones); counts by outcome."""
-    outcome = empty_outcome()
-    bar = tqdm(cells, desc="pairwise cells", unit="cell", disable=not progress)
-    for cell in bar:
-        bar.set_postfix_str(cell.key)
-        config = cell.config()
-        status = run_status(config)
-        if status != "done":
-            logger.info("cell %s: %s", cell.key, "resuming" if status == "partial" else "training")
-        try:
-            outcome[run_unless_done(status, train_pairwise, config)] += 1
-        except TrainingInterrupted as err:
-            bar.close()
-            raise TrainingInterrupted(
-                f"study interrupted in cell {cell.key} at step {err.step} (checkpoint saved); "
-                "rerun the same `bayespref compare` command to resume the study",
-                err.step,
-            ) from err
-    bar.close()
-    return outcome
 
 
 def finished_summaries(cells: list[PairwiseCell]) -> dict[str, dict]:
@@ -115,7 +88,9 @@ def run_pairwise_study(
     save_study_record(study, study.study_dir)
     outcome = empty_outcome()
     if not report_only:
-        outcome = run_pairwise_cells(cells, progress=progress)
+        outcome = train_cells(
+            cells, lambda cell: cell.config(), train_pairwise, "pairwise cells", progress
+        )
     summaries = finished_summaries(cells)
     table = aggregate(cells, summaries)
     lines = conclusions(study, table)
