@@ -75,6 +75,10 @@ def cmd_calibration_study(args: argparse.Namespace) -> int:
         acc = res["acceptance"]
         verdict = "met" if acc["accepted"] else "not met"
         print(f"{task}: best loss {acc['best']}, acceptance {verdict}")
+        ranking = res.get("ranking_acceptance") or {}
+        if ranking.get("accepted") is not None:
+            beats = "yes" if ranking["accepted"] else "no"
+            print(f"{task}: a PM-ranked calibration beats mle-only beyond its interval: {beats}")
     print(f"report: {result.report}  ({result.outcome})")
     return 0
 
