@@ -10,7 +10,10 @@ out of its distribution. This writes the data to train one in distribution:
 2. Candidates per context from the base generator (``source``): diverse beams through
    calibration's cached candidate search (:func:`bayespref.calibration.search.write_candidates`,
    no scorer: best beam score first) and/or ``sampling.num_samples`` ancestral samples
-   (temperature, top-p), in the order drawn, each with its mean token log-probability. Both
+   (temperature, top-p; calibration's sampler,
+   :func:`bayespref.calibration.sampling.sample_replies`, which calibration's ``source:
+   samples | both`` uses too), in the order drawn, each with its mean token log-probability
+   (kept in this cache's own format, unranked). Both
    caches live in ``<out>/candidates/``: a rerun reuses them, an interrupted one resumes after
    the last complete context, other settings are refused. Identical texts are kept once with a
    ``count``; blank texts are dropped (nothing to judge) and counted.
@@ -33,12 +36,10 @@ import dataclasses
 import hashlib
 import json
 import logging
-import zlib
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from tqdm.auto import tqdm
 
 from .calibration.candidates import (
@@ -47,8 +48,9 @@ from .calibration.candidates import (
     read_candidates,
     write_json_atomic,
 )
-from .calibration.config import CalibrationConfig, ContextsConfig, ScorerConfig
+from .calibration.config import CalibrationConfig, ContextsConfig, SamplingConfig, ScorerConfig
 from .calibration.contexts import load_contexts
+from .calibration.sampling import context_seed, sample_replies
 from .calibration.search import cached_meta, write_candidates
 from .config import ConfigError, DecodingConfig, field_help, section_default, to_dict
 from .data.synthetic import SYNTHETIC_LABEL_SPACE, SyntheticOracle, default_annotator_pool
@@ -102,26 +104,6 @@ class AnnotatedContextsConfig:
                 f"{self.n} to train on"
             )
         return self.n - heldout - valid, valid, heldout
-
-
-@dataclasses.dataclass
-class SamplingConfig:
-    """Ancestral sampling from the generator (lengths: decoding.max_new_tokens, min_new_tokens)."""
-
-    num_samples: int = field_help(8, "samples per context")
-    temperature: float = field_help(1.0, "softmax temperature")
-    top_p: float = field_help(0.95, "nucleus: keep the smallest set of tokens with this mass")
-    top_k: int = field_help(0, "keep the k most likely tokens (0: off)")
-
-    def __post_init__(self):
-        if self.num_samples < 1:
-            raise ConfigError(f"sampling.num_samples must be >= 1, got {self.num_samples}")
-        if not self.temperature > 0:
-            raise ConfigError(f"sampling.temperature must be > 0, got {self.temperature}")
-        if not 0.0 < self.top_p <= 1.0:
-            raise ConfigError(f"sampling.top_p must be in (0, 1], got {self.top_p}")
-        if self.top_k < 0:
-            raise ConfigError(f"sampling.top_k must be >= 0, got {self.top_k}")
 
 
 @dataclasses.dataclass
@@ -305,8 +287,16 @@ def write_samples(
         )
         with path.open("ab") as fh:
             for row in todo:
-                seed = zlib.crc32(f"{config.seed}:{row['id']}".encode())
-                texts, scores = sample_replies(generator, row["context"], config, seed)
+                seed = context_seed(config.seed, row["id"])
+                d = config.decoding
+                texts, scores = sample_replies(
+                    generator,
+                    row["context"],
+                    config.sampling,
+                    d.max_new_tokens,
+                    d.min_new_tokens,
+                    seed,
+                )
                 ranked = in_drawn_order(texts, scores)
                 record = {
                     **{"id": row["id"], "context": row["context"], "gold": row["gold"]},
@@ -344,46 +334,6 @@ def in_drawn_order(texts: list[str], scores: list[float]) -> list[dict]:
         else:
             merged[text] = {"text": text, "score": float(score), "count": 1}
     return list(merged.values())
-
-
-@torch.no_grad()
-def sample_replies(
-    generator: Generator, context, config: AnnotateSyntheticConfig, seed: int
-) -> tuple[list[str], list[float]]:
-    """``num_samples`` sampled replies to one context (texts up to eos) and each one's mean token
-    log-probability under the generator, eos included: ``sum_t log G(y_t | x, y_<t) / |y|``
-    from the unwarped logits (temperature and top-p shape the draw, not the score)."""
-    s = config.sampling
-    device = next(generator.model.parameters()).device
-    prompt = torch.tensor([generator.prompt_ids(context)], device=device)  # (1, T_prompt)
-    torch.manual_seed(seed)
-    model: Any = generator.model  # a transformers causal LM
-    out = model.generate(
-        prompt,
-        attention_mask=torch.ones_like(prompt),
-        do_sample=True,
-        num_beams=1,
-        temperature=s.temperature,
-        top_p=s.top_p,
-        top_k=s.top_k,
-        num_return_sequences=s.num_samples,
-        max_new_tokens=config.decoding.max_new_tokens,
-        min_new_tokens=config.decoding.min_new_tokens,
-        eos_token_id=generator.eos_token_id,
-        pad_token_id=generator.pad_token_id,
-        output_logits=True,
-        return_dict_in_generate=True,
-    )
-    new = out.sequences[:, prompt.shape[1] :]  # (S, T_new)
-    log_probs = torch.log_softmax(torch.stack(out.logits, dim=1).float(), dim=-1)  # (S, T, V)
-    token_log_probs = log_probs.gather(-1, new[..., None])[..., 0]  # (S, T_new)
-    is_eos = new == generator.eos_token_id
-    first_eos = torch.where(is_eos.any(1), is_eos.int().argmax(1), new.shape[1] - 1)  # (S,)
-    lengths = first_eos + 1  # tokens scored, eos included
-    mask = torch.arange(new.shape[1], device=device)[None, :] < lengths[:, None]
-    scores = (token_log_probs * mask).sum(1) / lengths
-    texts = [generator.decode_new(tokens)[0] for tokens in new.tolist()]
-    return texts, scores.tolist()
 
 
 # --------------------------------------------------------------------------------------------

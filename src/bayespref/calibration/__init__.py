@@ -3,7 +3,8 @@
 Two halves, each a CLI subcommand (``bayespref generate`` and ``bayespref calibrate``):
 
 1. :func:`build_candidates` (:mod:`.search`): for every training context, ``K`` candidates
-   from diverse beam search (:mod:`bayespref.beam_search`), scored by a trained preference
+   from diverse beam search (:mod:`bayespref.beam_search`), sampling (:mod:`.sampling`) or
+   both (``source``: its beams, then its samples), scored by a trained preference
    model, sorted best to worst, identical texts kept once with a ``count``, written to the
    candidate file (:mod:`.candidates`; a cache: reused, resumed, or refused when the settings
    differ).
@@ -17,7 +18,7 @@ Two halves, each a CLI subcommand (``bayespref generate`` and ``bayespref calibr
 The modules, bottom to top: :mod:`.config` (what a run is configured with), :mod:`.losses`
 (pure functions), :mod:`.forward` (log-probabilities of continuations, one context's loss),
 :mod:`.contexts` (the training and held-out contexts), :mod:`.candidates` (the file format),
-:mod:`.search` (candidate search and rescoring), :mod:`.ranking` (the generator's ranking
+:mod:`.sampling` (the seeded sampler), :mod:`.search` (candidate search and rescoring), :mod:`.ranking` (the generator's ranking
 accuracy on held-out candidates), :mod:`.recipe` (the training run). Loading
 the generator, the prompt format and the gold NLL live in :mod:`bayespref.lm`.
 """
@@ -36,6 +37,7 @@ from .config import (
     CalibrationConfig,
     CalibrationLossConfig,
     ContextsConfig,
+    SamplingConfig,
     ScorerConfig,
 )
 from .contexts import load_contexts, split_contexts
@@ -61,6 +63,7 @@ from .ranking import (
     ranking_sets,
 )
 from .recipe import CalibrationResult, calibrate, save_generator
+from .sampling import context_seed, sample_replies
 from .search import build_candidates, rescore_candidates, write_held_out_candidates
 
 __all__ = [
@@ -74,12 +77,14 @@ __all__ = [
     "ContextsConfig",
     "EncodedExample",
     "HeldOutRanking",
+    "SamplingConfig",
     "ScorerConfig",
     "build_candidates",
     "calibrate",
     "calibration_loss",
     "candidate_row_problem",
     "candidates_meta_path",
+    "context_seed",
     "continuation_logprobs",
     "dedupe_and_rank",
     "encode_example",
@@ -94,6 +99,7 @@ __all__ = [
     "ranking_sets",
     "read_candidates",
     "rescore_candidates",
+    "sample_replies",
     "save_generator",
     "sequence_scores",
     "split_contexts",

@@ -28,6 +28,8 @@ from ..lm import GeneratorConfig
 SCORINGS = ("length-normalised", "mean-prob")
 # adapters for a generator: prefix tuning is for the preference model's encoder only
 CALIBRATION_PEFT_METHODS = ("none", "lora")
+# where a context's candidates come from (annotate-synthetic's `source` has the same values)
+CANDIDATE_SOURCES = ("beams", "samples", "both")
 
 
 @dataclasses.dataclass
@@ -65,12 +67,13 @@ class ContextsConfig:
 
 @dataclasses.dataclass
 class ScorerConfig:
-    """The preference model that ranks the candidates (or none: the generator's beam score)."""
+    """The preference model that ranks the candidates (or none: the generator's own score)."""
 
     run: str | None = field_help(
         None,
         "preference or reward model run directory (bayespref train / train-pairwise); null: "
-        "rank by the generator's own beam score (texts to re-score later: rescore_candidates)",
+        "rank by the generator's own score: a beam's search score, a sample's mean token "
+        "log-probability (texts to re-score later: rescore_candidates)",
     )
     checkpoint: str = field_help("best", "best | last | a folder under <run>/checkpoint/")
     rule: str = field_help("expected-utility", "expected-utility | worst-class (METHOD section 4)")
@@ -79,6 +82,26 @@ class ScorerConfig:
     def __post_init__(self):
         if self.rule not in ("expected-utility", "worst-class"):
             raise ConfigError(f"scorer.rule must be expected-utility|worst-class, got {self.rule}")
+
+
+@dataclasses.dataclass
+class SamplingConfig:
+    """Ancestral sampling from the generator (lengths: decoding.max_new_tokens, min_new_tokens)."""
+
+    num_samples: int = field_help(8, "samples per context")
+    temperature: float = field_help(1.0, "softmax temperature")
+    top_p: float = field_help(0.95, "nucleus: keep the smallest set of tokens with this mass")
+    top_k: int = field_help(0, "keep the k most likely tokens (0: off)")
+
+    def __post_init__(self):
+        if self.num_samples < 1:
+            raise ConfigError(f"sampling.num_samples must be >= 1, got {self.num_samples}")
+        if not self.temperature > 0:
+            raise ConfigError(f"sampling.temperature must be > 0, got {self.temperature}")
+        if not 0.0 < self.top_p <= 1.0:
+            raise ConfigError(f"sampling.top_p must be in (0, 1], got {self.top_p}")
+        if self.top_k < 0:
+            raise ConfigError(f"sampling.top_k must be >= 0, got {self.top_k}")
 
 
 @dataclasses.dataclass
@@ -107,14 +130,16 @@ class CalibrationLossConfig:
 
 @dataclasses.dataclass
 class CalibrationConfig(RunConfig):
-    """A calibration run: candidates from the base generator, ranked by a preference model,
-    then the generator fine-tuned on them (METHOD section 5)."""
+    """A calibration run: candidates from the base generator (diverse beams, samples or both:
+    ``source``), ranked by a preference model, then the generator fine-tuned on them (METHOD
+    section 5)."""
 
     name: str = field_help("calibrate", "run name: outputs go to <output_dir>/<name>/")
     generator: GeneratorConfig = dataclasses.field(default_factory=GeneratorConfig)
     data: ContextsConfig = dataclasses.field(default_factory=ContextsConfig)
     scorer: ScorerConfig = dataclasses.field(default_factory=ScorerConfig)
-    # candidate search: diverse beam search, every beam a candidate (METHOD reference: K = G = 10)
+    # the beams (source beams | both): diverse beam search, every beam a candidate (METHOD
+    # reference: K = G = 10); max/min_new_tokens also bound the samples
     decoding: DecodingConfig = section_default(
         DecodingConfig,
         method="diverse-beam",
@@ -127,6 +152,13 @@ class CalibrationConfig(RunConfig):
         early_stopping=False,
         batch_size=8,
     )
+    source: str = field_help(
+        "beams",
+        "where each context's candidates come from: beams (diverse beam search, decoding) | "
+        "samples (sampling, with decoding's max/min_new_tokens) | both (its beams, then its "
+        "samples; identical texts merged with a count), all then ranked by the scorer",
+    )
+    sampling: SamplingConfig = section_default(SamplingConfig, num_samples=4)
     candidates: str | None = field_help(
         None, "candidate JSONL (default: <run>/candidates.jsonl); reused when settings match"
     )
@@ -151,6 +183,10 @@ class CalibrationConfig(RunConfig):
         super().__post_init__()
         if self.forward not in ("shared-context", "naive"):
             raise ConfigError(f"forward must be shared-context|naive, got {self.forward!r}")
+        if self.source not in CANDIDATE_SOURCES:
+            raise ConfigError(
+                f"source must be one of {'|'.join(CANDIDATE_SOURCES)}, got {self.source!r}"
+            )
         if self.decoding.method != "diverse-beam":
             raise ConfigError(
                 "candidate search is diverse beam search: decoding.method must be diverse-beam, "

@@ -1,5 +1,6 @@
-"""Candidate search: diverse beam search from the base generator, scored by a preference
-model, ranked and written to the candidate file (:mod:`bayespref.calibration.candidates`).
+"""Candidate search: diverse beams and/or samples (:mod:`.sampling`) from the base generator
+(``source``), scored by a preference model, ranked and written to the candidate file
+(:mod:`bayespref.calibration.candidates`).
 
 The file is a cache: rerun with the same settings reuses it, an interrupted run resumes after
 the last complete line, and a file made with other settings is refused. Under ``torchrun`` /
@@ -18,6 +19,7 @@ import os
 from contextlib import nullcontext
 from pathlib import Path
 
+import numpy as np
 import torch
 from accelerate import PartialState
 from accelerate.utils import broadcast_object_list
@@ -42,6 +44,7 @@ from .candidates import (
 )
 from .config import CalibrationConfig, ScorerConfig
 from .contexts import load_contexts, split_contexts
+from .sampling import context_seed, sample_replies
 
 logger = logging.getLogger(__name__)
 
@@ -59,8 +62,10 @@ def _candidate_settings(
     # deterministic), the method (always diverse-beam: CalibrationConfig checks)
     for key in ("method", "batch_size", "seed"):
         decoding.pop(key)
+    if config.source == "samples":  # no beams: only the lengths apply
+        decoding = {k: decoding[k] for k in ("max_new_tokens", "min_new_tokens")}
     ids = "\n".join(r["id"] for r in train_rows)
-    return {
+    settings = {
         "format": CANDIDATES_FORMAT,
         "generator": {
             "name": g.name,
@@ -86,6 +91,10 @@ def _candidate_settings(
             "ids_sha256": hashlib.sha256(ids.encode()).hexdigest(),
         },
     }
+    if config.source != "beams":  # beams alone: the settings of every cache made before samples
+        settings["source"] = config.source
+        settings["sampling"] = {**dataclasses.asdict(config.sampling), "seed": config.seed}
+    return settings
 
 
 def _scorer_fingerprint(scorer: ScorerConfig) -> str | None:
@@ -370,44 +379,76 @@ def _rescore_file(
 
 
 def _generate_into(path: Path, rows: list[dict], generator: Generator, scorer, config) -> None:
-    """Search, score, rank and append the candidates of ``rows`` to ``path``, one batch of
-    contexts at a time (each batch synced to disk: a crash loses at most the one searched)."""
-    beam = beam_config(config.decoding, generator.eos_token_id, generator.pad_token_id)
-    device = next(generator.model.parameters()).device
-    K = beam.resolved_num_return_sequences
+    """Search and/or sample (``config.source``), score, rank and append the candidates of
+    ``rows`` to ``path``, one batch of contexts at a time (each batch synced to disk: a crash
+    loses at most the one being generated). A context's candidates are its beams, then its
+    samples (seeded by its id: :func:`~.sampling.context_seed`), ranked together."""
     bar = tqdm(total=len(rows), disable=not config.progress, desc="generate", unit="context")
     with path.open("ab") as fh:
         for start in range(0, len(rows), config.decoding.batch_size):
             chunk = rows[start : start + config.decoding.batch_size]
-            input_ids, attention_mask = left_pad(
-                [generator.prompt_ids(r["context"]) for r in chunk], generator.pad_token_id
-            )
-            out = diverse_beam_search(
-                generator.model, input_ids.to(device), attention_mask.to(device), beam
-            )
-            new = out.sequences[:, input_ids.shape[1] :].tolist()  # (B*K, T_new)
-            texts = [generator.decode_new(tokens)[0] for tokens in new]
-            contexts = [r["context"] for r in chunk for _ in range(K)]
-            if scorer is None:  # the generator's own ranking: its beam score
-                scores = out.sequence_scores.tolist()
+            texts, own_scores = _beams_then_samples(chunk, generator, config)  # B lists each
+            if scorer is None:  # the generator's own ranking: beam score, sample log-prob
+                scores = own_scores
             else:
-                scores = scorer.score(
-                    contexts, texts, rule=config.scorer.rule, batch_size=config.scorer.batch_size
+                contexts = [r["context"] for r, t in zip(chunk, texts) for _ in t]
+                flat = scorer.score(
+                    contexts,
+                    [text for t in texts for text in t],
+                    rule=config.scorer.rule,
+                    batch_size=config.scorer.batch_size,
                 )
+                ends = np.cumsum([len(t) for t in texts]).tolist()
+                scores = [flat[end - len(t) : end] for t, end in zip(texts, ends)]
             lines = []
-            for b, row in enumerate(chunk):
-                ranked = dedupe_and_rank(texts[b * K : (b + 1) * K], scores[b * K : (b + 1) * K])
+            for row, row_texts, row_scores in zip(chunk, texts, scores, strict=True):
+                ranked = dedupe_and_rank(row_texts, row_scores)
                 record = {
                     "id": row["id"],
                     "context": row["context"],
                     "gold": row["gold"],
                     "candidates": ranked,
-                    "num_generated": K,
+                    "num_generated": len(row_texts),
                     "num_unique": len(ranked),
                 }
                 lines.append(json.dumps(record, ensure_ascii=False) + "\n")
             fh.write("".join(lines).encode("utf-8"))
             fh.flush()
-            os.fsync(fh.fileno())  # a crash loses at most the batch being searched
+            os.fsync(fh.fileno())  # a crash loses at most the batch being generated
             bar.update(len(chunk))
     bar.close()
+
+
+def _beams_then_samples(
+    chunk: list[dict], generator: Generator, config: CalibrationConfig
+) -> tuple[list[list[str]], list[list[float]]]:
+    """Each context's candidate texts (its K beams, then its samples, as ``config.source``
+    asks) and the generator's own score of each (beam score; a sample's mean token
+    log-probability)."""
+    texts: list[list[str]] = [[] for _ in chunk]
+    scores: list[list[float]] = [[] for _ in chunk]
+    if config.source in ("beams", "both"):
+        beam = beam_config(config.decoding, generator.eos_token_id, generator.pad_token_id)
+        device = next(generator.model.parameters()).device
+        K = beam.resolved_num_return_sequences
+        input_ids, attention_mask = left_pad(
+            [generator.prompt_ids(r["context"]) for r in chunk], generator.pad_token_id
+        )
+        out = diverse_beam_search(
+            generator.model, input_ids.to(device), attention_mask.to(device), beam
+        )
+        new = out.sequences[:, input_ids.shape[1] :].tolist()  # (B*K, T_new)
+        beam_scores = out.sequence_scores.tolist()  # (B*K,)
+        for b in range(len(chunk)):
+            texts[b] += [generator.decode_new(tokens)[0] for tokens in new[b * K : (b + 1) * K]]
+            scores[b] += beam_scores[b * K : (b + 1) * K]
+    if config.source in ("samples", "both"):
+        d = config.decoding
+        for b, row in enumerate(chunk):
+            seed = context_seed(config.seed, row["id"])
+            sampled, log_probs = sample_replies(
+                generator, row["context"], config.sampling, d.max_new_tokens, d.min_new_tokens, seed
+            )
+            texts[b] += sampled
+            scores[b] += log_probs
+    return texts, scores
