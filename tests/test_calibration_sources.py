@@ -223,3 +223,28 @@ def test_source_and_sampling_mistakes_are_one_line_config_errors(tmp_path, overr
     with pytest.raises(ConfigError, match=match) as err:
         tiny(tmp_path, "unused", None, override)
     assert len(str(err.value).splitlines()) == 1
+
+
+def test_the_sweep_varies_the_candidate_source_alone_at_k8():
+    from bayespref.studies.calibration_peer_configs import sweep_config
+    from bayespref.studies.calibration_study_config import (
+        calibration_config,
+        load_calibration_study,
+    )
+
+    study = load_calibration_study(Path(__file__).parents[1] / "configs" / "calibration-sweep.yaml")
+    task = study.tasks[0]
+    base = calibration_config(study, task, "soft").candidate_search()
+    rows = {row.variant: sweep_config(study, task, row) for row in study.rows}
+
+    def changed(variant: str) -> dict:
+        search = rows[variant].candidate_search()
+        return {k: v for k, v in search.items() if base[k] != v}
+
+    assert base["source"] == "beams" and base["num_beams"] == 4
+    assert changed("k8") == {"num_beams": 8, "num_beam_groups": 8}
+    assert changed("samples8") == {"source": "samples", "sampling.num_samples": 8}
+    assert changed("both8") == {"source": "both"}  # the study's 4 beams + 4 samples
+    assert rows["both8"].decoding.num_beams + rows["both8"].sampling.num_samples == 8
+    for variant in ("samples8", "both8"):  # nothing else about the row changes
+        assert rows[variant].loss == rows["k8"].loss and rows[variant].optim == rows["k8"].optim

@@ -198,6 +198,13 @@ class CalibrationConfig(RunConfig):
                 f"model), got {self.peft.method!r}"
             )
 
+    def candidate_search(self) -> dict:
+        """The settings of the candidate search, flat: the ``decoding`` keys, ``source`` and
+        the ``sampling`` keys as ``sampling.<key>``. Two runs with equal dicts search the same
+        candidates (a study gives a run whose dict differs its own search)."""
+        sampling = {f"sampling.{k}": v for k, v in dataclasses.asdict(self.sampling).items()}
+        return {**dataclasses.asdict(self.decoding), "source": self.source, **sampling}
+
     @property
     def candidates_path(self) -> Path:
         """The candidate file: ``candidates``, else ``<run>/candidates.jsonl``."""
