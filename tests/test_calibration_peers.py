@@ -269,7 +269,7 @@ def test_the_sweep_file_is_the_study_plus_its_rows():
     variants, rows = sweep.pop("variants"), sweep.pop("rows")
     assert sweep == study  # the same study folder: every finished step is reused
     config = load_calibration_study(SWEEP)
-    assert len(config.rows) == len(rows) == len(variants) == 8
+    assert len(config.rows) == len(rows) == len(variants) == 10
     assert all(row.loss == "soft" and row.tasks == ["synthetic"] for row in config.rows)
     task = config.tasks[0]
     base = calibration_config(config, task, "soft")
