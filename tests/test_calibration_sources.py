@@ -18,6 +18,7 @@ from bayespref.calibration import (
     calibrate,
     candidates_meta_path,
     read_candidates,
+    rescore_candidates,
 )
 from bayespref.calibration import search as search_module
 from bayespref.calibration.sampling import context_seed, sample_replies
@@ -158,8 +159,8 @@ def test_a_beams_cache_is_reused_and_another_sources_is_refused_in_one_line(
     assert "other settings" in err and len(err.strip().splitlines()) == 1
 
 
-def test_an_interrupted_samples_file_resumes_to_the_same_draws(
-    tmp_path, char_generator_dir, by_source
+def test_an_interrupted_samples_file_resumes_to_the_same_draws_and_is_rescored(
+    tmp_path, char_generator_dir, pm_run, by_source
 ):
     config = tiny(tmp_path, char_generator_dir, None, "source=samples")
     path = build_candidates(config)
@@ -176,6 +177,22 @@ def test_an_interrupted_samples_file_resumes_to_the_same_draws(
     build_candidates(config)
     _, resumed = read_candidates(path)
     assert resumed == full
+    # re-scored by the PM (the study's path): what the PM-ranked search wrote, scores aside
+    ranked = tiny(
+        tmp_path,
+        char_generator_dir,
+        pm_run,
+        "source=samples",
+        f"candidates={tmp_path / 'pm.jsonl'}",
+    )
+    meta, rescored = read_candidates(rescore_candidates(ranked, path))
+    want_meta, want = by_source["samples"]
+    assert meta["settings"] == want_meta["settings"]  # as if the PM had ranked the search
+    for row, expected in zip(rescored, want, strict=True):
+        assert [c["text"] for c in row["candidates"]] == [c["text"] for c in expected["candidates"]]
+        assert [c["score"] for c in row["candidates"]] == pytest.approx(
+            [c["score"] for c in expected["candidates"]], abs=1e-5
+        )
 
 
 def test_the_sampler_is_seeded_by_context_and_leaves_the_rng_alone(char_generator_dir):
