@@ -299,3 +299,27 @@ def test_the_sweep_file_is_the_study_plus_its_rows():
     brio = sweep_config(config, task, config.rows[-1])
     assert (brio.loss.rank_weight, brio.loss.mle_weight, brio.loss.length_penalty) == (10, 0.1, 2)
     assert brio.decoding.num_beams == 16 and brio.optim.epochs == 3
+
+
+def test_candidate_source_rows_get_their_own_search():
+    """A sweep row that changes only the candidate source (samples, both) searches into a
+    folder of its own; a row that keeps the search (rank10) ranks the study's candidates."""
+    study = load_calibration_study(SWEEP)
+    task = study.tasks[0]
+    rows = {r.variant: r for r in study.rows}
+    seen = {}
+    for name in ("k8", "samples8", "both8", "rank10", "k16", "brio"):
+        config = sweep_config(study, task, rows[name])
+        search = sweep_generation_config(study, task, rows[name])
+        seen[name] = (
+            str(config.candidates_path.relative_to(study.study_dir)),
+            search and str(search.candidates_path.relative_to(study.study_dir)),
+        )
+    assert seen["rank10"] == ("synthetic/candidates/soft.jsonl", None)
+    folder = "synthetic/candidates/search-"
+    assert seen["k8"][1] == folder + "num_beam_groups8-num_beams8/generated.jsonl"
+    assert seen["samples8"][1] == folder + "sampling.num_samples8-sourcesamples/generated.jsonl"
+    assert seen["both8"][1] == folder + "sourceboth/generated.jsonl"
+    assert seen["brio"][1] == seen["k16"][1]
+    search = sweep_generation_config(study, task, rows["samples8"])
+    assert search is not None and search.source == "samples" and search.scorer.run is None

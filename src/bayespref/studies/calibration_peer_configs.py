@@ -35,9 +35,10 @@ from .calibration_study_config import (
 
 def search_folder(study: CalibrationStudyConfig, task: TaskSpec, config: CalibrationConfig) -> Path:
     """Where the candidates of a search other than the study's go: ``candidates/search-<the
-    decoding keys that differ, with their values>/`` (variants with the same search share it)."""
-    shared = to_dict(generation_config(study, task).decoding)
-    differ = {k: v for k, v in to_dict(config.decoding).items() if shared.get(k) != v}
+    search keys that differ, with their values: CalibrationConfig.candidate_search>/``
+    (variants with the same search share it)."""
+    shared = generation_config(study, task).candidate_search()
+    differ = {k: v for k, v in config.candidate_search().items() if shared.get(k) != v}
     tag = "-".join(f"{k}{v}" for k, v in sorted(differ.items()))
     return task_dir(study, task) / "candidates" / f"search-{tag}"
 
@@ -54,7 +55,7 @@ def sweep_config(
     config = study_calibration_config(
         study, task, row.name, base.scorer.run, base.candidates_path, overrides
     )
-    if config.decoding != base.decoding:
+    if config.candidate_search() != base.candidate_search():
         cache = search_folder(study, task, config) / f"{row.loss}.jsonl"
         config = dataclasses.replace(config, candidates=str(cache))
     return config
@@ -67,7 +68,7 @@ def sweep_generation_config(
     folder>/generated.jsonl``, no scorer); None when the row shares the study's search."""
     overrides = study.variant(row.variant).overrides
     config = study_calibration_config(study, task, "search", None, Path("unused"), overrides)
-    if config.decoding == generation_config(study, task).decoding:
+    if config.candidate_search() == generation_config(study, task).candidate_search():
         return None
     folder = search_folder(study, task, config)
     return dataclasses.replace(  # the run folder (its lock) is the search folder
