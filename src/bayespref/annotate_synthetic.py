@@ -44,6 +44,7 @@ from tqdm.auto import tqdm
 
 from .calibration.candidates import (
     candidates_meta_path,
+    merge_duplicates,
     read_candidate_rows,
     read_candidates,
     write_json_atomic,
@@ -297,7 +298,7 @@ def write_samples(
                     d.min_new_tokens,
                     seed,
                 )
-                ranked = in_drawn_order(texts, scores)
+                ranked = merge_duplicates(texts, scores)  # in the order drawn
                 record = {
                     **{"id": row["id"], "context": row["context"], "gold": row["gold"]},
                     **{
@@ -322,18 +323,6 @@ def write_samples(
         },
     )
     return path, generator
-
-
-def in_drawn_order(texts: list[str], scores: list[float]) -> list[dict]:
-    """``[{"text", "score", "count"}]`` in the order first drawn, identical texts kept once and
-    counted (unlike the beams' ranking: the first K of a sampled list are K fresh draws)."""
-    merged: dict[str, dict] = {}
-    for text, score in zip(texts, scores, strict=True):
-        if text in merged:
-            merged[text]["count"] += 1
-        else:
-            merged[text] = {"text": text, "score": float(score), "count": 1}
-    return list(merged.values())
 
 
 # --------------------------------------------------------------------------------------------

@@ -36,16 +36,22 @@ class CandidateCacheError(ConfigError):
     """A candidate file that does not belong to these settings, or is not in order."""
 
 
-def dedupe_and_rank(texts: Sequence[str], scores: Iterable[float]) -> list[dict]:
-    """``[{"text", "score", "count"}]`` best first; identical texts kept once and counted
-    (METHOD section 5 step 2). Equal scores keep the search's order (stable sort)."""
+def merge_duplicates(texts: Sequence[str], scores: Iterable[float]) -> list[dict]:
+    """``[{"text", "score", "count"}]`` in the order first seen, identical texts kept once
+    with their first score and counted (a sampled list stays in the order drawn)."""
     merged: dict[str, dict] = {}
     for text, score in zip(texts, scores, strict=True):
         if text in merged:
             merged[text]["count"] += 1
         else:
             merged[text] = {"text": text, "score": float(score), "count": 1}
-    return sorted(merged.values(), key=lambda c: -c["score"])
+    return list(merged.values())
+
+
+def dedupe_and_rank(texts: Sequence[str], scores: Iterable[float]) -> list[dict]:
+    """``[{"text", "score", "count"}]`` best first; identical texts kept once and counted
+    (METHOD section 5 step 2). Equal scores keep the search's order (stable sort)."""
+    return sorted(merge_duplicates(texts, scores), key=lambda c: -c["score"])
 
 
 def candidates_meta_path(path: str | os.PathLike) -> Path:
