@@ -16,6 +16,8 @@ import argparse
 import logging
 import sys
 
+import torch
+
 from .. import __version__  # the package silences matplotlib's font-cache line on import
 from . import (
     annotate,
@@ -69,6 +71,16 @@ def main(argv: list[str] | None = None) -> int:
         prefix = f"bayespref {args.command}:" + ("" if code == 130 else " error:")
         print(f"{prefix} {err}", file=sys.stderr)
         return code
+    finally:
+        close_process_group()
+
+
+def close_process_group() -> None:
+    """Under torchrun/accelerate launch, leave the process group before the interpreter exits:
+    a process that exits with it still open can abort in its communication threads' teardown
+    ("terminate called without an active exception"), failing a command that had finished."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":
