@@ -44,6 +44,7 @@ from typing import Any
 import numpy as np
 from scipy.stats import spearmanr
 
+from ..annotate_synthetic import AnnotateSyntheticConfig, annotate_synthetic
 from ..calibration import (
     CalibrationConfig,
     ContextsConfig,
@@ -53,7 +54,7 @@ from ..calibration import (
     read_candidates,
     rescore_candidates,
 )
-from ..config import DecodingConfig, TrainConfig, from_dict, to_dict
+from ..config import DecodingConfig, TrainConfig, from_dict, load_yaml, to_dict
 from ..generator_eval import GeneratorOutputs, compare_outputs, json_safe, run_generator
 from ..judges import Judge, OracleJudge, PreferenceModelJudge
 from ..lm import GeneratorConfig
@@ -129,6 +130,10 @@ def run_calibrations(
     def count(what: str) -> None:
         outcome[what] += 1
 
+    if task.annotate is not None:  # the preference models' data: the generator's own replies
+        annotate = load_yaml(AnnotateSyntheticConfig, task.annotate)
+        logger.info("%s: annotated replies in %s", task.name, annotate.out_dir)
+        annotate_synthetic(annotate, commit=git_commit())
     for loss in study.losses:
         count(train_pm(pm_config(study, task, loss, study.pm_seed, loss, train_overrides)))
     if isinstance(task.judge, dict):  # a preference-model judge, trained apart (else the oracle)

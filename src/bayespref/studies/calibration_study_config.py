@@ -61,6 +61,11 @@ class TaskSpec:
         "configs/synthetic.yaml", "training config of the preference models"
     )
     pm_overrides: list = field_help([], "key=value overrides of that config, for this task")
+    annotate: str | None = field_help(
+        None,
+        "an annotate-synthetic config (configs/annotate-synthetic.yaml) run first, cached: the "
+        "preference models' in-distribution data (pm_overrides point data.train at its files)",
+    )
     contexts: dict = field_help(
         {"source": "synthetic", "n": 104, "seed": 1, "n_eval": 8},
         "training contexts (calibration's data section: candidates + calibration; n_eval of "
