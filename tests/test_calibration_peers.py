@@ -24,6 +24,7 @@ from bayespref.studies.calibration_study_config import (
     calibration_config,
     generation_config,
     load_calibration_study,
+    pm_config,
 )
 from bayespref.studies.calibration_table import ranking_acceptance, table_rows
 
@@ -270,7 +271,8 @@ def test_the_sweep_file_is_the_study_plus_its_rows():
     assert sweep == study  # the same study folder: every finished step is reused
     config = load_calibration_study(SWEEP)
     assert len(config.rows) == len(rows) == len(variants) == 10
-    assert all(row.loss == "soft" and row.tasks == ["synthetic"] for row in config.rows)
+    assert [t.name for t in config.tasks] == ["synthetic"]
+    assert all(row.loss == "soft" and row.runs_on("synthetic") for row in config.rows)
     task = config.tasks[0]
     base = calibration_config(config, task, "soft")
     changed = {}
@@ -308,7 +310,7 @@ def test_candidate_source_rows_get_their_own_search():
     task = study.tasks[0]
     rows = {r.variant: r for r in study.rows}
     seen = {}
-    for name in ("k8", "samples8", "both8", "rank10", "k16", "brio"):
+    for name in ("k8", "samples4", "both8", "rank10", "k16", "brio"):
         config = sweep_config(study, task, rows[name])
         search = sweep_generation_config(study, task, rows[name])
         seen[name] = (
@@ -318,8 +320,41 @@ def test_candidate_source_rows_get_their_own_search():
     assert seen["rank10"] == ("synthetic/candidates/soft.jsonl", None)
     folder = "synthetic/candidates/search-"
     assert seen["k8"][1] == folder + "num_beam_groups8-num_beams8/generated.jsonl"
-    assert seen["samples8"][1] == folder + "sampling.num_samples8-sourcesamples/generated.jsonl"
+    assert seen["samples4"][1] == folder + "sourcesamples/generated.jsonl"
     assert seen["both8"][1] == folder + "sourceboth/generated.jsonl"
     assert seen["brio"][1] == seen["k16"][1]
-    search = sweep_generation_config(study, task, rows["samples8"])
+    search = sweep_generation_config(study, task, rows["samples4"])
     assert search is not None and search.source == "samples" and search.scorer.run is None
+
+
+def test_the_shipped_calibration_is_the_studys_recipe():
+    """configs/calibrate-synthetic.yaml is the calibration study's measured recipe (its soft
+    row) and ranks with configs/synthetic-indist.yaml, the study's soft PM settings: only the
+    paths, the name and the logging differ."""
+    from bayespref.calibration import CalibrationConfig
+    from bayespref.config import load_config, load_yaml, to_dict
+
+    def flat(d: dict, prefix: str = "") -> dict:
+        out = {}
+        for key, value in d.items():
+            if isinstance(value, dict):
+                out.update(flat(value, f"{prefix}{key}."))
+            else:
+                out[prefix + key] = value
+        return out
+
+    def differing(a, b) -> set[str]:
+        fa, fb = flat(to_dict(a)), flat(to_dict(b))
+        return {k for k in fa.keys() | fb.keys() if fa.get(k) != fb.get(k)}
+
+    study = load_calibration_study(STUDY)
+    task = study.tasks[0]
+    shipped = load_yaml(CalibrationConfig, REPO / "configs" / "calibrate-synthetic.yaml")
+    row = calibration_config(study, task, "soft")
+    paths = {"name", "output_dir", "progress", "candidates", "scorer.run"}
+    assert differing(shipped, row) <= paths | {"eval_every"}
+    assert shipped.scorer.run == "runs/synthetic-indist"
+    pm = load_config(REPO / "configs" / "synthetic-indist.yaml", [])
+    study_pm = pm_config(study, task, "soft", study.pm_seed, "soft")
+    # detach_target: the soft loss has no posterior target to detach
+    assert differing(pm, study_pm) <= paths | {"loss.detach_target"}

@@ -5,6 +5,7 @@ with issue 13's sweep row, DPO peer, best-of-K and the one table."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import shutil
@@ -13,8 +14,10 @@ from pathlib import Path
 import pytest
 
 import bayespref.calibration.search as calibration_search
+from bayespref.annotate_synthetic import AnnotateSyntheticConfig
 from bayespref.calibration import read_candidates
 from bayespref.cli import studies as studies_cli
+from bayespref.config import load_yaml
 from bayespref.studies import calibration_peers as peers
 from bayespref.studies import calibration_study as cs
 from bayespref.studies.calibration_peer_configs import (
@@ -87,13 +90,45 @@ def test_acceptance_needs_the_interval_above_zero_and_a_small_perplexity_rise():
 def test_shipped_study_configs_load():
     study = load_calibration_study(STUDY)
     assert study.losses == LOSSES
-    assert [t.name for t in study.tasks] == ["synthetic", "convabuse"]
-    assert study.tasks[0].judge == "oracle" and study.tasks[1].judge == {"loss": "soft", "seed": 1}
-    assert study.tasks[0].eval_contexts["n"] >= 200
+    assert [t.name for t in study.tasks] == ["synthetic"]
+    synthetic = study.tasks[0]
+    assert synthetic.judge == "oracle" and synthetic.eval_contexts["n"] >= 200
+    # in distribution: the PMs train on the annotated replies the study writes first
+    annotate = load_yaml(AnnotateSyntheticConfig, REPO / synthetic.annotate)
+    assert f"data.train={annotate.out_dir / 'train.jsonl'}" in synthetic.pm_overrides
+    convabuse = load_calibration_study(REPO / "configs" / "calibration-convabuse.yaml")
+    assert [t.name for t in convabuse.tasks] == ["convabuse"] and convabuse.losses == LOSSES
+    assert convabuse.tasks[0].judge == {"loss": "soft", "seed": 1}
+    assert convabuse.calibration == study.calibration and convabuse.decoding == study.decoding
     assert study.dpo_peer().pm == "soft" and study.best_of_k_spec().ks == [4, 8, 16]
     quick = load_calibration_study(STUDY, quick=True)
     assert quick.losses == LOSSES and quick.name == "calibration-study-quick"
     assert [r.name for r in quick.rows] == ["soft+brio"] and quick.dpo_peer() is not None
+
+
+def test_the_annotate_step_runs_before_the_preference_models(tmp_path, monkeypatch):
+    """A task with ``annotate`` writes its annotated replies (cached by annotate-synthetic
+    itself) before any preference model trains on them."""
+    study = load_calibration_study(STUDY, quick=True, overrides=[f"output_dir={tmp_path}"])
+    config = tmp_path / "annotate.yaml"
+    config.write_text(f"out: {tmp_path / 'annotated'}\n", encoding="utf-8")
+    task = dataclasses.replace(study.tasks[0], annotate=str(config))
+    calls = []
+
+    class Stop(Exception):
+        pass
+
+    def fake_train_pm(pm):
+        calls.append(("pm", pm.run_dir.name))
+        raise Stop
+
+    monkeypatch.setattr(
+        cs, "annotate_synthetic", lambda a, commit=None: calls.append(("annotate", a.out_dir))
+    )
+    monkeypatch.setattr(cs, "train_pm", fake_train_pm)
+    with pytest.raises(Stop):
+        cs.run_calibrations(study, task)
+    assert calls == [("annotate", tmp_path / "annotated"), ("pm", "forward-kl")]
 
 
 @pytest.fixture(scope="module")
