@@ -20,6 +20,7 @@ from bayespref.studies.calibration_peer_configs import (
     sweep_generation_config,
 )
 from bayespref.studies.calibration_peers import best_of_k_outputs, first_beams, pick
+from bayespref.studies.calibration_report import all_generators_table
 from bayespref.studies.calibration_study_config import (
     calibration_config,
     generation_config,
@@ -112,7 +113,15 @@ def test_table_rows_and_the_verdict_by_hand():
         },  # fmt: skip
         "sweep": {
             "soft+rank10": report(
-                interval(0.2, 0.1, 0.3), interval(0.03, 0.005, 0.05), 0.1, pm="soft"
+                interval(0.2, 0.1, 0.3),
+                interval(0.03, 0.005, 0.05),
+                0.1,
+                pm="soft",
+                vs_setting={
+                    "utility_difference": interval(0.02, -0.01, 0.05),
+                    "win_rate": {"rate": 0.55, "low": 0.5, "high": 0.6},
+                    "gold_perplexity_change": -0.2,
+                },
             )
         },  # fmt: skip
         "controls": {"mle-only": report(interval(0.15, 0.1, 0.2), None, -0.4)},
@@ -134,6 +143,7 @@ def test_table_rows_and_the_verdict_by_hand():
             }
         },  # fmt: skip
     }
+    result["controls"]["mle-only"]["calibrated"]["gold_perplexity"] = 8.0
     rows = table_rows(result, 0.10)
     assert [(r["name"], r["kind"], r["pm"]) for r in rows] == [
         ("jsd", "loss", "jsd"), ("soft", "loss", "soft"), ("soft+rank10", "sweep", "soft"),
@@ -148,12 +158,24 @@ def test_table_rows_and_the_verdict_by_hand():
     assert by_name["jsd"]["held_out_ranking"] == {"pm": [0.5, 0.7]}
     assert by_name["jsd"]["eval_ranking"] == {"judge": [0.55, 0.58], "pm": [0.6, 0.7]}
     assert by_name["soft"]["eval_ranking"] == {}
+    # gold perplexity 10 against the control's 8: +25%; the control against itself: nothing
+    assert by_name["jsd"]["perplexity_vs_controls"] == {"mle-only": pytest.approx(0.25)}
+    assert by_name["mle-only"]["perplexity_vs_controls"] == {}
+    assert by_name["soft+rank10"]["vs_setting"]["gold_perplexity_change"] == -0.2
+    assert by_name["soft"]["vs_setting"] is None
 
     verdict = ranking_acceptance(rows)
     assert verdict["accepted"] is True and verdict["passing"] == ["soft+rank10"]
     assert verdict["best"] == "jsd"  # the largest mean against mle-only, yet it fails on ppl
     assert verdict["peers_beating_control"] == ["dpo", "best-of-4 (judge)"]
     assert verdict["ceiling_vs_control"] == {"best-of-4 (judge)": interval(0.1, 0.05, 0.15)}
+
+    markdown = "\n".join(
+        all_generators_table({"table": rows, "n": 200, "ranking_acceptance": verdict}, 0.10)
+    )
+    assert "| +10.0%; +25.0% |" in markdown  # soft+rank10: vs the base; vs mle-only
+    assert "#### Sweep rows against the study's setting" in markdown
+    assert markdown.count("| soft+rank10 |") == 2 and "| -20.0% |" in markdown
 
     del result["sweep"]
     assert ranking_acceptance(table_rows(result, 0.10))["accepted"] is False

@@ -252,6 +252,10 @@ def check_sweep_and_peers(study, result, report: str) -> None:
     synthetic = result.results["synthetic"]
     row = study.rows[0]
     assert set(synthetic["sweep"]) == {"soft+brio"}
+    # the row against soft at the study's setting, paired on the same contexts
+    vs_setting = synthetic["sweep"]["soft+brio"]["vs_setting"]
+    assert vs_setting["utility_difference"]["n"] == synthetic["n"]
+    assert math.isfinite(vs_setting["gold_perplexity_change"])
     assert result.results["synthetic-pm-judge"]["sweep"] == {}  # the row runs on synthetic only
     swept = sweep_config(study, task, row)
     assert (swept.loss.rank_weight, swept.loss.mle_weight, swept.loss.length_penalty) == (

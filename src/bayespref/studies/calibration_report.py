@@ -293,11 +293,12 @@ def all_generators_table(res: dict, max_rise: float) -> list[str]:
         "orders like the reference), before → after: on the calibration's held-out training "
         "contexts against its PM and the oracle (summary.json), and on the evaluation contexts' "
         "candidates against the judge and its PM (before: the base generator under the same "
-        "P(y)). Best-of-K rows rerank the base generator's K highest beams without training; "
+        f"P(y)); gold perplexity change against the base and against `{CONTROL}`. Best-of-K rows rerank the base generator's K highest beams without training; "
         "`(judge)` is the judge's own pick, the ceiling of reranking.",
         "",
         f"| generator | kind | ranked by | utility ↑ (95% CI) | Δ vs base ↑ (95% CI) | "
-        f"Δ vs {CONTROL} ↑ (95% CI) | Δ gold ppl | own ranking, held-out: PM; oracle | "
+        f"Δ vs {CONTROL} ↑ (95% CI) | Δ gold ppl vs base; {CONTROL} | "
+        "own ranking, held-out: PM; oracle | "
         "own ranking, eval: judge; PM | passes |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
@@ -309,12 +310,48 @@ def all_generators_table(res: dict, max_rise: float) -> list[str]:
             f"| {r['name']} | {r['kind']} | {r['pm'] or '-'} | {format_interval(r['utility'])} | "
             f"{format_interval(r['vs_base'])} | "
             f"{format_interval(vs_control) if vs_control else '-'} | "
-            f"{f'{change:+.1%}' if is_finite(change) else '-'} | "
+            f"{_ppl_changes(change, r.get('perplexity_vs_controls', {}).get(CONTROL))} | "
             f"{_rankings(r['held_out_ranking'], ('pm', 'oracle'))} | "
             f"{_rankings(r['eval_ranking'], ('judge', 'pm'))} | {passes} |"
         )
     lines += ["", _ranking_verdict(res.get("ranking_acceptance") or {}, rows, max_rise), ""]
-    return lines
+    return lines + sweep_vs_setting_table(rows)
+
+
+def _ppl_changes(vs_base: float, vs_control: float | None) -> str:
+    parts = [f"{v:+.1%}" if v is not None and is_finite(v) else "-" for v in (vs_base, vs_control)]
+    return "-" if parts == ["-", "-"] else "; ".join(parts)
+
+
+def sweep_vs_setting_table(rows: list[dict]) -> list[str]:
+    """Each sweep row against its loss's calibration at the study's own setting, paired on the
+    same contexts: what the variant changes (nothing when no sweep row has that comparison)."""
+    swept = [r for r in rows if r["kind"] == "sweep" and r.get("vs_setting")]
+    if not swept:
+        return []
+    lines = [
+        "#### Sweep rows against the study's setting",
+        "",
+        "Each sweep row `<loss>+<variant>` against `<loss>` (the same preference model at the "
+        "study's own calibration settings), paired on the same contexts: what the variant "
+        "changes. One seed; the rows were not chosen after seeing these numbers, but picking the "
+        "best of them is a selection among as many settings as there are rows.",
+        "",
+        "| row | Δ utility vs its loss's setting ↑ (95% CI) | win rate ↑ (95% Wilson) | "
+        "Δ gold ppl vs it |",
+        "|---|---|---|---|",
+    ]
+    for r in swept:
+        vs = r["vs_setting"]
+        change = vs.get("gold_perplexity_change")
+        win = vs["win_rate"]
+        lines.append(
+            f"| {r['name']} | {format_interval(vs['utility_difference'])} | "
+            f"{format_number(win['rate'], 3)} [{format_number(win['low'], 3)}, "
+            f"{format_number(win['high'], 3)}] | "
+            f"{f'{change:+.1%}' if change is not None and is_finite(change) else '-'} |"
+        )
+    return [*lines, ""]
 
 
 def _ranking_verdict(verdict: dict, rows: list[dict], max_rise: float) -> str:

@@ -322,6 +322,7 @@ def evaluate_task(study: CalibrationStudyConfig, task: TaskSpec) -> dict:
         "peers": {},
     }
     control_outputs: dict[str, GeneratorOutputs] = {}
+    loss_outputs: dict[str, GeneratorOutputs] = {}  # each loss at the study's own setting
     rankers: dict[str, tuple[Any, float, str | None]] = {}  # for the generators' own ranking
 
     def evaluate(
@@ -361,6 +362,22 @@ def evaluate_task(study: CalibrationStudyConfig, task: TaskSpec) -> dict:
         }
         if name in study.controls:
             control_outputs[name] = out
+        if name in study.losses:
+            loss_outputs[name] = out
+        elif "+" in name and name.split("+", 1)[0] in loss_outputs:
+            # a sweep row against its loss's calibration at the study's setting: what the
+            # variant changes, paired on the same contexts
+            setting = loss_outputs[name.split("+", 1)[0]]
+            paired = compare_outputs(setting, out, items, judge, decoding, num_examples=0)
+            ppl_setting = paired["base"]["gold_perplexity"]
+            report["vs_setting"] = {
+                **paired["paired"],
+                "gold_perplexity_change": (
+                    paired["calibrated"]["gold_perplexity"] / ppl_setting - 1
+                    if ppl_setting
+                    else math.nan
+                ),
+            }
         return report
 
     for control in study.controls:

@@ -8,7 +8,8 @@ Each row holds its utility, the paired differences against the base and against 
 (95% t-intervals over the same contexts, :func:`bayespref.stats.mean_t_interval`), the gold
 perplexity change against the base, and the generator's own ranking accuracy before and after
 (on the calibration's held-out contexts from its ``summary.json``; on the evaluation contexts'
-candidates when the study searched them).
+candidates when the study searched them); the gold perplexity change against each control; for
+a sweep row, the paired difference against its loss's calibration at the study's own setting.
 
 :func:`ranking_acceptance`: whether at least one PM-ranked calibration (a loss row or a sweep
 row) beats the ``mle-only`` control beyond its 95% interval (the lower bound of the paired
@@ -80,6 +81,17 @@ def table_row(result: dict, name: str, kind: str, report: dict, max_rise: float)
         "held_out_ranking": held_out_ranking(report),
         "eval_ranking": eval_ranking(result, name, pm),
     }
+    gold = row["gold_perplexity"]
+    row["perplexity_vs_controls"] = {
+        control: gold / ppl - 1
+        for control, rep in result.get("controls", {}).items()
+        if control != name
+        and is_finite(ppl := rep["calibrated"]["gold_perplexity"])
+        and ppl > 0
+        and is_finite(gold)
+    }
+    # a sweep row against its loss's calibration at the study's setting (paired)
+    row["vs_setting"] = report.get("vs_setting")
     row["beats_control"] = beats(vs_controls.get(CONTROL))
     row["perplexity_ok"] = is_finite(change) and change <= max_rise
     row["passes"] = kind in RANKED_KINDS and row["beats_control"] and row["perplexity_ok"]
