@@ -170,12 +170,14 @@ def test_table_rows_and_the_verdict_by_hand():
     assert verdict["peers_beating_control"] == ["dpo", "best-of-4 (judge)"]
     assert verdict["ceiling_vs_control"] == {"best-of-4 (judge)": interval(0.1, 0.05, 0.15)}
 
+    by_name["soft+rank10"]["vs_controls"]["mle-only+rank10"] = interval(0.04, 0.01, 0.07)
     markdown = "\n".join(
         all_generators_table({"table": rows, "n": 200, "ranking_acceptance": verdict}, 0.10)
     )
     assert "| +10.0%; +25.0% |" in markdown  # soft+rank10: vs the base; vs mle-only
     assert "#### Sweep rows against the study's setting" in markdown
-    assert markdown.count("| soft+rank10 |") == 2 and "| -20.0% |" in markdown
+    assert markdown.count("| soft+rank10 |") == 2
+    assert "| -20.0% | 0.0400 [0.0100, 0.0700] |" in markdown  # vs it; vs mle-only+rank10
 
     del result["sweep"]
     assert ranking_acceptance(table_rows(result, 0.10))["accepted"] is False
@@ -192,6 +194,22 @@ def quick_study(tmp_path, *overrides: str):
     return load_calibration_study(
         STUDY, quick=True, overrides=[f"output_dir={tmp_path}", *overrides]
     )
+
+
+def test_a_control_row_is_the_control_at_the_variants_settings(tmp_path):
+    """rows: {loss: mle-only, variant: v}: the budget-matched control of v's rows, still
+    without a preference model or a ranking term, whatever the variant says."""
+    study = quick_study(
+        tmp_path,
+        "variants=[{name: long, overrides: [optim.epochs=3, loss.rank_weight=5]}]",
+        "rows=[{loss: mle-only, variant: long}, {loss: soft, variant: long}]",
+    )
+    task = study.tasks[0]
+    control, ranked = (sweep_config(study, task, row) for row in study.rows)
+    assert control.name == "mle-only+long" and control.run_dir.parent.name == "calibrated"
+    assert control.scorer.run is None and control.loss.rank_weight == 0  # still the control
+    assert control.optim.epochs == ranked.optim.epochs == 3
+    assert ranked.scorer.run.endswith("pm/soft") and ranked.loss.rank_weight == 5
 
 
 def test_sweep_rows_share_the_losss_candidates_unless_they_change_the_search(tmp_path):
@@ -292,13 +310,14 @@ def test_the_sweep_file_is_the_study_plus_its_rows():
     variants, rows = sweep.pop("variants"), sweep.pop("rows")
     assert sweep == study  # the same study folder: every finished step is reused
     config = load_calibration_study(SWEEP)
-    assert len(config.rows) == len(rows) == len(variants) == 10
+    assert len(config.rows) == len(rows) == len(variants) + 1 == 11  # + mle-only+epochs3
     assert [t.name for t in config.tasks] == ["synthetic"]
-    assert all(row.loss == "soft" and row.runs_on("synthetic") for row in config.rows)
+    assert all(row.runs_on("synthetic") for row in config.rows)
+    assert [r.name for r in config.rows if r.loss != "soft"] == ["mle-only+epochs3"]
     task = config.tasks[0]
     base = calibration_config(config, task, "soft")
     changed = {}
-    for row in config.rows:
+    for row in (r for r in config.rows if r.loss == "soft"):
         swept = sweep_config(config, task, row)
         changed[row.variant] = {
             (section, key)

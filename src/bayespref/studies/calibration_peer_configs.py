@@ -22,11 +22,13 @@ from ..calibration import CalibrationConfig, ContextsConfig
 from ..config import apply_overrides, from_dict, to_dict
 from ..dpo import DPOConfig, total_optimiser_steps
 from .calibration_study_config import (
+    CONTROLS,
     DPO_RUN,
     CalibrationStudyConfig,
     SweepRowSpec,
     TaskSpec,
     calibration_config,
+    control_config,
     generation_config,
     study_calibration_config,
     task_dir,
@@ -51,6 +53,10 @@ def sweep_config(
     variant changes the search: then ``<search folder>/<loss>.jsonl`` (:func:`search_folder`),
     re-scored from :func:`sweep_generation_config`'s search."""
     overrides = study.variant(row.variant).overrides
+    if row.loss in study.controls:  # the control at the variant's settings: no PM, no search
+        data = apply_overrides(to_dict(control_config(study, task, row.loss)), overrides)
+        data = apply_overrides(data, CONTROLS[row.loss])  # the control stays a control
+        return from_dict(CalibrationConfig, {**data, "name": row.name}, f"rows[{row.name}]")
     base = calibration_config(study, task, row.loss)
     config = study_calibration_config(
         study, task, row.name, base.scorer.run, base.candidates_path, overrides

@@ -326,7 +326,7 @@ def _ppl_changes(vs_base: float, vs_control: float | None) -> str:
 def sweep_vs_setting_table(rows: list[dict]) -> list[str]:
     """Each sweep row against its loss's calibration at the study's own setting, paired on the
     same contexts: what the variant changes (nothing when no sweep row has that comparison)."""
-    swept = [r for r in rows if r["kind"] == "sweep" and r.get("vs_setting")]
+    swept = [r for r in rows if r["kind"] in ("sweep", "control") and r.get("vs_setting")]
     if not swept:
         return []
     lines = [
@@ -334,12 +334,13 @@ def sweep_vs_setting_table(rows: list[dict]) -> list[str]:
         "",
         "Each sweep row `<loss>+<variant>` against `<loss>` (the same preference model at the "
         "study's own calibration settings), paired on the same contexts: what the variant "
-        "changes. One seed; the rows were not chosen after seeing these numbers, but picking the "
+        f"changes; and against `{CONTROL}+<variant>` where the study ran the control at the "
+        "same settings (the same budget: what the ranking adds there). One seed; the rows were not chosen after seeing these numbers, but picking the "
         "best of them is a selection among as many settings as there are rows.",
         "",
-        "| row | Δ utility vs its loss's setting ↑ (95% CI) | win rate ↑ (95% Wilson) | "
-        "Δ gold ppl vs it |",
-        "|---|---|---|---|",
+        f"| row | Δ utility vs its loss's setting ↑ (95% CI) | win rate ↑ (95% Wilson) | "
+        f"Δ gold ppl vs it | Δ utility vs `{CONTROL}` at the same variant ↑ (95% CI) |",
+        "|---|---|---|---|---|",
     ]
     for r in swept:
         vs = r["vs_setting"]
@@ -349,9 +350,19 @@ def sweep_vs_setting_table(rows: list[dict]) -> list[str]:
             f"| {r['name']} | {format_interval(vs['utility_difference'])} | "
             f"{format_number(win['rate'], 3)} [{format_number(win['low'], 3)}, "
             f"{format_number(win['high'], 3)}] | "
-            f"{f'{change:+.1%}' if change is not None and is_finite(change) else '-'} |"
+            f"{f'{change:+.1%}' if change is not None and is_finite(change) else '-'} | "
+            f"{format_interval(matched) if (matched := _matched_control(r)) else '-'} |"
         )
     return [*lines, ""]
+
+
+def _matched_control(row: dict) -> dict | None:
+    """A PM-ranked sweep row against the control run at the same variant (``mle-only+epochs3``
+    for ``soft+epochs3``): the budget-matched comparison, when the study has that row."""
+    if row["kind"] != "sweep":
+        return None
+    variant = row["name"].split("+", 1)[1]
+    return row["vs_controls"].get(f"{CONTROL}+{variant}")
 
 
 def _ranking_verdict(verdict: dict, rows: list[dict], max_rise: float) -> str:

@@ -152,9 +152,10 @@ def run_calibrations(
     for row in study.rows:
         if not row.runs_on(task.name):
             continue
-        search = sweep_generation_config(study, task, row)  # a variant with its own search
         config = sweep_config(study, task, row)
-        rescore_candidates(config, build_candidates(search) if search else generated)
+        if row.loss not in study.controls:  # a control row ranks nothing: no search
+            search = sweep_generation_config(study, task, row)  # a variant with its own search
+            rescore_candidates(config, build_candidates(search) if search else generated)
         count(run_calibration(config))
     if study.dpo is not None:
         count(run_dpo_peer(study, task))
@@ -322,7 +323,7 @@ def evaluate_task(study: CalibrationStudyConfig, task: TaskSpec) -> dict:
         "peers": {},
     }
     control_outputs: dict[str, GeneratorOutputs] = {}
-    loss_outputs: dict[str, GeneratorOutputs] = {}  # each loss at the study's own setting
+    generated: dict[str, GeneratorOutputs] = {}  # every generator's answers, by name
     rankers: dict[str, tuple[Any, float, str | None]] = {}  # for the generators' own ranking
 
     def evaluate(
@@ -360,14 +361,14 @@ def evaluate_task(study: CalibrationStudyConfig, task: TaskSpec) -> dict:
             for control, c_out in control_outputs.items()
             if control != name
         }
+        generated[name] = out
         if name in study.controls:
             control_outputs[name] = out
-        if name in study.losses:
-            loss_outputs[name] = out
-        elif "+" in name and name.split("+", 1)[0] in loss_outputs:
-            # a sweep row against its loss's calibration at the study's setting: what the
-            # variant changes, paired on the same contexts
-            setting = loss_outputs[name.split("+", 1)[0]]
+        prefix = name.split("+", 1)[0]
+        if "+" in name and prefix in generated:
+            # a sweep row against its loss's (or control's) calibration at the study's
+            # setting: what the variant changes, paired on the same contexts
+            setting = generated[prefix]
             paired = compare_outputs(setting, out, items, judge, decoding, num_examples=0)
             ppl_setting = paired["base"]["gold_perplexity"]
             report["vs_setting"] = {
@@ -397,7 +398,11 @@ def evaluate_task(study: CalibrationStudyConfig, task: TaskSpec) -> dict:
         if not row.runs_on(task.name):
             continue
         if (report := evaluate(sweep_config(study, task, row), row.name)) is not None:
-            result["sweep"][row.name] = {**report, "pm": row.loss, "variant": row.variant}
+            if row.loss in study.controls:  # a control at the variant's settings
+                result["controls"][row.name] = {**report, "variant": row.variant}
+                control_outputs[row.name] = generated[row.name]
+            else:
+                result["sweep"][row.name] = {**report, "pm": row.loss, "variant": row.variant}
     if (dpo := study.dpo_peer()) is not None:
         dpo_run = dpo_config(study, task, result["train_contexts"])
         a = calibration_config(study, task, dpo.pm).loss.length_penalty  # as its PM's calibration

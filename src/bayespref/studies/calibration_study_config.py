@@ -115,7 +115,11 @@ class VariantSpec:
 class SweepRowSpec:
     """One sweep row: ``loss``'s preference model ranks, ``variant``'s settings calibrate."""
 
-    loss: str = field_help("soft", "the loss whose preference model ranks the candidates")
+    loss: str = field_help(
+        "soft",
+        "the loss whose preference model ranks the candidates, or a control (mle-only): the "
+        "control at the variant's settings, the budget-matched reference of that variant's rows",
+    )
     variant: str = field_help("variant", "a variants[].name")
     tasks: list | None = field_help(None, "task names this row runs on (null: every task)")
 
@@ -252,9 +256,10 @@ class CalibrationStudyConfig:
         if len(set(rows)) != len(rows):
             raise ConfigError(f"rows must be unique, got {rows}")
         for row in self.rows:
-            if row.loss not in self.losses:
+            if row.loss not in self.losses and row.loss not in self.controls:
                 raise ConfigError(
-                    f"rows: {row.name}: loss {row.loss!r} is not in losses {self.losses}"
+                    f"rows: {row.name}: loss {row.loss!r} is not in losses {self.losses} "
+                    f"or controls {self.controls}"
                 )
             if row.variant not in variants:
                 raise ConfigError(f"rows: {row.name}: unknown variant; variants: {variants}")
