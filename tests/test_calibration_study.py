@@ -220,6 +220,11 @@ def test_quick_study_end_to_end_cached_and_resumed(
     )
 
     assert json.dumps(again.results["synthetic"]["table"]) == json.dumps(synthetic["table"])
+    # best_of_k.rank_sweep_rows false: the sweep row is left out of the generators' own ranking
+    unranked = dataclasses.replace(study, best_of_k={**study.best_of_k, "rank_sweep_rows": False})
+    report_only = run_calibration_study(unranked, report_only=True, train_overrides=pm_overrides)
+    ranked = report_only.results["synthetic"]["generator_ranking"]["generators"]
+    assert set(ranked) == {*LOSSES, "mle-only", "dpo"}
 
     # an interrupted calibration or DPO run (checkpoint, no generator yet) is resumed, not redone
     runs = [calibration_config(study, task, "jsd").run_dir, dpo_config(study, task, 8).run_dir]

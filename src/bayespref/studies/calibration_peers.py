@@ -285,6 +285,8 @@ def evaluate_on_eval_candidates(
         }
     if not spec.generator_ranking:
         return
+    if not spec.rank_sweep_rows:  # the sweep rows and the controls at a variant's settings
+        rankers = {name: r for name, r in rankers.items() if "+" not in name}
     references = {
         name: np.array([s[(r["id"], c["text"])] for r in rows for c in r["candidates"]])
         for name, s in {"judge": judge_scores, **pm_scores}.items()

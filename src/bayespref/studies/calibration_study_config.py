@@ -162,6 +162,11 @@ class BestOfKSpec:
     generator_ranking: bool = field_help(
         True, "measure each generator's own ranking accuracy on these candidate sets"
     )
+    rank_sweep_rows: bool = field_help(
+        True,
+        "include the sweep rows in that measure (each costs about as much as evaluating it; "
+        "their ranking on the calibration's held-out contexts is logged anyway)",
+    )
     tasks: list | None = field_help(None, "task names searched (null: every task)")
 
     def runs_on(self, task: str) -> bool:
