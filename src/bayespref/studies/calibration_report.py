@@ -176,7 +176,8 @@ def write_report(
                 "",
                 f"The gold replies' own utility under this judge: {format_interval(gold)}.",
             ]
-        for control in res.get("controls", {}):
+        # the study's controls (a control at a variant's settings is in the sweep's tables)
+        for control in (c for c in study.controls if c in res.get("controls", {})):
             lines += [
                 "",
                 f"Each loss's generator against the `{control}` control ({CONTROL_TEXT[control]}), "
