@@ -167,6 +167,7 @@ def test_table_rows_and_the_verdict_by_hand():
     verdict = ranking_acceptance(rows)
     assert verdict["accepted"] is True and verdict["passing"] == ["soft+rank10"]
     assert verdict["best"] == "jsd"  # the largest mean against mle-only, yet it fails on ppl
+    assert verdict["best_vs_matched_control"] is None  # jsd is not a sweep row
     assert verdict["peers_beating_control"] == ["dpo", "best-of-4 (judge)"]
     assert verdict["ceiling_vs_control"] == {"best-of-4 (judge)": interval(0.1, 0.05, 0.15)}
 

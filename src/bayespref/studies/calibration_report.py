@@ -382,6 +382,18 @@ def _ranking_verdict(verdict: dict, rows: list[dict], max_rise: float) -> str:
         + (f", gold perplexity {change:+.1%}" if is_finite(change) else "")
         + "."
     )
+    matched = verdict.get("best_vs_matched_control")
+    if matched:
+        variant = best.split("+", 1)[1]
+        text += (
+            f" Against `{CONTROL}+{variant}`, the control at the same settings (the same "
+            f"budget): {format_interval(matched)}"
+            + (
+                " (the ranking adds utility there too)."
+                if matched["low"] > 0
+                else " (at that budget the ranking adds nothing measurable)."
+            )
+        )
     if verdict["passing"]:
         text += f" Rows that pass: {', '.join(verdict['passing'])}."
     if verdict["peers_beating_control"]:

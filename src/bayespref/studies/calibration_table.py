@@ -142,6 +142,12 @@ def ranking_acceptance(rows: list[dict], control: str = CONTROL) -> dict:
         "passing": [r["name"] for r in ranked if r["passes"]],
         "best": best["name"],
         "best_vs_control": best["vs_controls"][control],
+        # the same control at the best row's variant, when the study ran it (same budget)
+        "best_vs_matched_control": (
+            best["vs_controls"].get(f"{control}+{best['name'].split('+', 1)[1]}")
+            if "+" in best["name"]
+            else None
+        ),
         "best_perplexity_change": best["perplexity_change"],
         "peers_beating_control": [r["name"] for r in others if r["beats_control"]],
         "ceiling_vs_control": {
