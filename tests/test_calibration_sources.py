@@ -242,7 +242,7 @@ def test_source_and_sampling_mistakes_are_one_line_config_errors(tmp_path, overr
     assert len(str(err.value).splitlines()) == 1
 
 
-def test_the_sweep_varies_the_candidate_source_alone_at_k8():
+def test_the_sweep_varies_the_candidate_source_alone():
     from bayespref.studies.calibration_peer_configs import sweep_config
     from bayespref.studies.calibration_study_config import (
         calibration_config,
@@ -252,7 +252,7 @@ def test_the_sweep_varies_the_candidate_source_alone_at_k8():
     study = load_calibration_study(Path(__file__).parents[1] / "configs" / "calibration-sweep.yaml")
     task = study.tasks[0]
     base = calibration_config(study, task, "soft").candidate_search()
-    rows = {row.variant: sweep_config(study, task, row) for row in study.rows}
+    rows = {row.variant: sweep_config(study, task, row) for row in study.rows if row.loss == "soft"}
 
     def changed(variant: str) -> dict:
         search = rows[variant].candidate_search()
@@ -260,8 +260,10 @@ def test_the_sweep_varies_the_candidate_source_alone_at_k8():
 
     assert base["source"] == "beams" and base["num_beams"] == 4
     assert changed("k8") == {"num_beams": 8, "num_beam_groups": 8}
-    assert changed("samples8") == {"source": "samples", "sampling.num_samples": 8}
-    assert changed("both8") == {"source": "both"}  # the study's 4 beams + 4 samples
+    # samples4: 4 samples against the study's 4 beams; both8: its 4 beams + 4 samples, vs k8
+    assert changed("samples4") == {"source": "samples"}
+    assert rows["samples4"].sampling.num_samples == 4
+    assert changed("both8") == {"source": "both"}
     assert rows["both8"].decoding.num_beams + rows["both8"].sampling.num_samples == 8
-    for variant in ("samples8", "both8"):  # nothing else about the row changes
+    for variant in ("samples4", "both8"):  # nothing else about the row changes
         assert rows[variant].loss == rows["k8"].loss and rows[variant].optim == rows["k8"].optim
