@@ -180,6 +180,18 @@ def test_table_rows_and_the_verdict_by_hand():
     assert markdown.count("| soft+rank10 |") == 2
     assert "| -20.0% | 0.0400 [0.0100, 0.0700] |" in markdown  # vs it; vs mle-only+rank10
 
+    # a sweep row that is best against mle-only, with its control at the same settings run
+    only_sweep = {"sweep": result["sweep"], "controls": result["controls"]}
+    sweep_rows = table_rows(only_sweep, 0.10)
+    sweep_rows[0]["vs_controls"]["mle-only+rank10"] = interval(-0.01, -0.03, 0.01)
+    matched = ranking_acceptance(sweep_rows)
+    assert matched["best"] == "soft+rank10"
+    assert matched["best_vs_matched_control"] == interval(-0.01, -0.03, 0.01)
+    text = "\n".join(
+        all_generators_table({"table": sweep_rows, "n": 200, "ranking_acceptance": matched}, 0.10)
+    )
+    assert "Against `mle-only+rank10`" in text and "adds nothing measurable" in text
+
     del result["sweep"]
     assert ranking_acceptance(table_rows(result, 0.10))["accepted"] is False
     del result["controls"]
