@@ -212,6 +212,41 @@ def test_gold_mle_only_forwards_the_gold_reply_alone_with_the_full_paths_loss_an
         torch.testing.assert_close(grads[key], full_grads[key], rtol=0, atol=1e-10)
 
 
+class _CharIds:
+    """A stand-in generator for encode_example: token ids are character codes."""
+
+    def prompt_ids(self, context):
+        return [ord(c) for c in (context if isinstance(context, str) else " ".join(context))]
+
+    def target_ids(self, text):
+        return [ord(c) for c in text]
+
+
+def test_encode_example_trains_on_the_reference_or_on_the_top_candidate():
+    row = {
+        "id": "c1",
+        "context": "hi",
+        "gold": "ref",
+        "candidates": [{"text": "best"}, {"text": "worse"}],
+    }
+    ids = _CharIds()
+    by_reference = calibration.encode_example(ids, row)
+    assert by_reference.gold == ids.target_ids("ref")
+    top = calibration.encode_example(ids, row, "top-candidate")
+    assert top.gold == ids.target_ids("best")  # the scorer's pick is the MLE target ...
+    assert top.candidates == [ids.target_ids("best"), ids.target_ids("worse")]  # ... and ranked
+    assert top.prompt == by_reference.prompt
+    # a context without a reference trains only on its top candidate
+    no_gold = {**row, "gold": None}
+    assert calibration.encode_example(ids, no_gold, "top-candidate").gold == top.gold
+    with pytest.raises(ValueError, match="'c1' has no reference reply.*top-candidate"):
+        calibration.encode_example(ids, no_gold)
+    with pytest.raises(ValueError, match="'c1' has no candidates"):
+        calibration.encode_example(ids, {**row, "candidates": []}, "top-candidate")
+    with pytest.raises(ConfigError, match="loss.mle_target must be one of"):
+        CalibrationLossConfig(mle_target="gold")
+
+
 @pytest.mark.parametrize("shared", [True, False])
 def test_continuation_logprobs_match_a_plain_full_sequence_forward(shared):
     """Independent check of what both paths compute: log p(y_t | context, y_<t)."""
@@ -487,6 +522,30 @@ def test_calibrate_end_to_end_then_an_interrupted_run_resumes_to_the_same_weight
     assert full.keys() == resumed.keys()
     for key in full:
         torch.testing.assert_close(resumed[key], full[key], rtol=1e-6, atol=1e-7)
+
+
+def test_calibration_without_references_trains_on_the_top_candidates(
+    tmp_path, char_generator_dir, pm_run
+):
+    """Contexts with no reference reply: loss.mle_target=top-candidate trains the MLE term on
+    the preference model's pick; the default (reference) refuses the file in one line."""
+    contexts = tmp_path / "prompts.jsonl"
+    contexts.write_text(
+        "".join(json.dumps({"id": f"p{i}", "context": f"hello {i}"}) + "\n" for i in range(8))
+    )
+    data = ["data.source=jsonl", f"data.path={contexts}", "data.n_eval=0", "eval_ranking=false"]
+    config = tiny_calibration(
+        tmp_path, char_generator_dir, pm_run, "name=prompts", "loss.mle_target=top-candidate",
+        "loss.rank_weight=0", *data, "optim.max_steps=2",
+    )  # fmt: skip
+    result = calibrate(config)
+    assert result.steps == 2 and result.eval_gold_nll is None
+    records = [json.loads(line) for line in (config.run_dir / "metrics.jsonl").open()]
+    train_rows = [r for r in records if r["split"] == "train"]
+    assert len(train_rows) == 2 and all(r["mle"] > 0 and r["rank"] == 0 for r in train_rows)
+
+    with pytest.raises(DataError, match="prompts.jsonl:1: missing key 'gold'"):
+        calibrate(tiny_calibration(tmp_path, char_generator_dir, pm_run, "name=refs", *data))
 
 
 def test_lora_calibration_saves_a_merged_plain_model(tmp_path, char_generator_dir, pm_run):

@@ -4,6 +4,7 @@ the evaluation contexts' search), the config errors, and the shipped sweep file.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
@@ -225,6 +226,26 @@ def test_a_control_row_is_the_control_at_the_variants_settings(tmp_path):
     assert ranked.scorer.run.endswith("pm/soft") and ranked.loss.rank_weight == 5
 
 
+def test_a_control_row_with_a_pm_fine_tunes_on_that_pms_top_candidate(tmp_path):
+    """Without references (loss.mle_target=top-candidate) the matched control is fine-tuning on
+    the preference model's pick with the ranking off: {loss: mle-only, variant: v, pm: soft}
+    reads soft's ranked candidates; the ranked row differs from it only in the ranking term."""
+    study = quick_study(
+        tmp_path,
+        "variants=[{name: top, overrides: [loss.mle_target=top-candidate]}]",
+        "rows=[{loss: mle-only, variant: top, pm: soft}, {loss: soft, variant: top}]",
+    )
+    task = study.tasks[0]
+    control, ranked = (sweep_config(study, task, row) for row in study.rows)
+    soft = calibration_config(study, task, "soft")
+    assert control.name == "mle-only+top" and control.scorer.run == soft.scorer.run
+    assert control.candidates_path == ranked.candidates_path == soft.candidates_path
+    assert control.loss.mle_target == ranked.loss.mle_target == "top-candidate"
+    assert control.loss.rank_weight == 0 and ranked.loss.rank_weight == soft.loss.rank_weight
+    assert dataclasses.replace(control.loss, rank_weight=ranked.loss.rank_weight) == ranked.loss
+    assert control.optim == ranked.optim and control.peft == ranked.peft
+
+
 def test_sweep_rows_share_the_losss_candidates_unless_they_change_the_search(tmp_path):
     study = quick_study(
         tmp_path,
@@ -304,6 +325,13 @@ def test_the_evaluation_contexts_are_searched_as_the_training_ones(tmp_path):
         ("rows=[{loss: jsd, variant: nope}]", "unknown variant"),
         ("variants=[{name: v}]\nrows=[{loss: hinge, variant: v}]", "not in losses"),
         ("variants=[{name: v}]\nrows=[{loss: jsd, variant: v, tasks: [x]}]", "unknown tasks"),
+        ("variants=[{name: v}]\nrows=[{loss: jsd, variant: v, pm: soft}]", "pm is for a control"),
+        ("variants=[{name: v}]\nrows=[{loss: mle-only, variant: v, pm: x}]", "must be one of"),
+        (
+            "variants=[{name: v, overrides: [loss.mle_target=top-candidate]}]\n"
+            "rows=[{loss: mle-only, variant: v}]",
+            "needs pm",
+        ),
         ("dpo={pm: hinge}", "dpo.pm must be one of"),
         ("dpo={pm: soft, overrides: [pairs=x.jsonl]}", "set by the study"),
         ("dpo={pm: soft, strategy: random}", "dpo.strategy"),
@@ -323,10 +351,17 @@ def test_the_sweep_file_is_the_study_plus_its_rows():
     variants, rows = sweep.pop("variants"), sweep.pop("rows")
     assert sweep == study  # the same study folder: every finished step is reused
     config = load_calibration_study(SWEEP)
-    assert len(config.rows) == len(rows) == len(variants) + 1 == 11  # + mle-only+epochs3
+    # one soft row per variant, plus the control rows at epochs3, topcand and topcand3
+    assert len(config.rows) == len(rows) == len(variants) + 3 == 15
     assert [t.name for t in config.tasks] == ["synthetic"]
     assert all(row.runs_on("synthetic") for row in config.rows)
-    assert [r.name for r in config.rows if r.loss != "soft"] == ["mle-only+epochs3"]
+    controls = [r for r in config.rows if r.loss != "soft"]
+    assert [r.name for r in controls] == [
+        "mle-only+epochs3",
+        "mle-only+topcand",
+        "mle-only+topcand3",
+    ]
+    assert [r.pm for r in controls] == [None, "soft", "soft"]
     task = config.tasks[0]
     base = calibration_config(config, task, "soft")
     changed = {}
@@ -352,7 +387,10 @@ def test_the_sweep_file_is_the_study_plus_its_rows():
     assert changed["brio"] == set().union(
         *(changed[v] for v in ("rank100", "len2", "k16", "epochs3"))
     )
-    brio = sweep_config(config, task, config.rows[-1])
+    # without references: only the MLE target changes (and the steps, for topcand3)
+    assert changed["topcand"] == {("loss", "mle_target")}
+    assert changed["topcand3"] == changed["topcand"] | changed["epochs3"]
+    brio = sweep_config(config, task, next(r for r in config.rows if r.variant == "brio"))
     assert (brio.loss.rank_weight, brio.loss.mle_weight, brio.loss.length_penalty) == (10, 0.1, 2)
     assert brio.decoding.num_beams == 16 and brio.optim.epochs == 3
 

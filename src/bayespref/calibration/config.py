@@ -30,6 +30,8 @@ SCORINGS = ("length-normalised", "mean-prob")
 CALIBRATION_PEFT_METHODS = ("none", "lora")
 # where a context's candidates come from (annotate-synthetic's `source` has the same values)
 CANDIDATE_SOURCES = ("beams", "samples", "both")
+# what the MLE term trains on (CalibrationLossConfig.mle_target)
+MLE_TARGETS = ("reference", "top-candidate")
 
 
 @dataclasses.dataclass
@@ -111,6 +113,12 @@ class CalibrationLossConfig:
     margin: float = field_help(0.001, "lambda: rank margin per position, L_r = sum_{i<j} ...")
     rank_weight: float = field_help(1.0, "w_rank (reference: 1 for dialogue, 0.72 for RoT)")
     mle_weight: float = field_help(1.0, "w_mle: weight of the gold reply's token NLL")
+    mle_target: str = field_help(
+        "reference",
+        "the 'gold' the MLE (and gold) term trains on: reference (the context's reference "
+        "reply) | top-candidate (the scorer's best-ranked candidate: no reference needed; with "
+        "rank_weight 0 this is rejection-sampling fine-tuning on the preference model's pick)",
+    )
     gold_weight: float = field_help(0.0, "w_gold: gold must score above every candidate (0: off)")
     gold_margin: float = field_help(
         0.0, "lambda_gold in sum_k max(0, P(y_k) - P(gold) + lambda_gold)"
@@ -124,6 +132,10 @@ class CalibrationLossConfig:
     def __post_init__(self):
         if self.scoring not in SCORINGS:
             raise ConfigError(f"loss.scoring must be one of {SCORINGS}, got {self.scoring!r}")
+        if self.mle_target not in MLE_TARGETS:
+            raise ConfigError(
+                f"loss.mle_target must be one of {'|'.join(MLE_TARGETS)}, got {self.mle_target!r}"
+            )
         if min(self.rank_weight, self.mle_weight, self.gold_weight, self.margin) < 0:
             raise ConfigError("loss weights and margin must be >= 0")
 
@@ -197,6 +209,11 @@ class CalibrationConfig(RunConfig):
                 f"peft.method must be none|lora for a generator (lora is merged into the saved "
                 f"model), got {self.peft.method!r}"
             )
+
+    @property
+    def needs_reference(self) -> bool:
+        """Whether every training context needs a reference reply (``loss.mle_target``)."""
+        return self.loss.mle_target == "reference"
 
     def candidate_search(self) -> dict:
         """The settings of the candidate search, flat: the ``decoding`` keys, ``source`` and

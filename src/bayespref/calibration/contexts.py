@@ -11,13 +11,14 @@ from ..data.contexts import convabuse_contexts, read_context_jsonl, subsample, s
 from .config import ContextsConfig
 
 
-def load_contexts(data: ContextsConfig) -> list[dict]:
-    """Rows ``{"id", "context", "gold"}`` from the configured source (see ContextsConfig)."""
+def load_contexts(data: ContextsConfig, require_gold: bool = True) -> list[dict]:
+    """Rows ``{"id", "context", "gold"}`` from the configured source (see ContextsConfig);
+    ``require_gold=False``: a JSONL row may leave ``gold`` out (None)."""
     if data.source == "synthetic":
         return synthetic_contexts(data.n or 200, seed=data.seed)
     assert data.path is not None  # ContextsConfig requires one for these sources
     if data.source == "jsonl":
-        rows = read_context_jsonl(data.path, require_gold=True)
+        rows = read_context_jsonl(data.path, require_gold=require_gold)
     else:
         rows = convabuse_contexts(data.path)
     return subsample(rows, data.n, data.seed)

@@ -120,12 +120,32 @@ class EncodedExample:
     candidates: list[list[int]]
 
 
-def encode_example(generator: Generator, row: dict) -> EncodedExample:
+def encode_example(
+    generator: Generator, row: dict, mle_target: str = "reference"
+) -> EncodedExample:
     """A candidate row (:func:`~bayespref.calibration.candidates.read_candidates`) as token
-    ids, in the generator's one prompt format."""
+    ids, in the generator's one prompt format.
+
+    ``mle_target`` (``loss.mle_target``) picks the ``gold`` the MLE term trains on: the row's
+    reference reply, or ``top-candidate``, its best-ranked candidate (which also stays in the
+    ranked list). Raises ValueError when the row has no such reply.
+    """
+    if mle_target == "top-candidate":
+        if not row["candidates"]:
+            raise ValueError(f"context {row['id']!r} has no candidates to take the top one of")
+        gold = row["candidates"][0]["text"]
+    elif mle_target == "reference":
+        gold = row.get("gold")
+        if gold is None:
+            raise ValueError(
+                f"context {row['id']!r} has no reference reply ('gold'); "
+                "loss.mle_target=top-candidate trains without one"
+            )
+    else:
+        raise ValueError(f"mle_target must be reference|top-candidate, got {mle_target!r}")
     return EncodedExample(
         prompt=generator.prompt_ids(row["context"]),
-        gold=generator.target_ids(row["gold"]),
+        gold=generator.target_ids(gold),
         candidates=[generator.target_ids(c["text"]) for c in row["candidates"]],
     )
 

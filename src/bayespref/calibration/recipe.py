@@ -165,7 +165,11 @@ def calibrate(config: CalibrationConfig, resume: bool = False) -> CalibrationRes
     )
     with trainer:
         # ---- contexts and the base generator
-        train_rows, eval_rows = split_contexts(load_contexts(config.data), config.data, config.seed)
+        train_rows, eval_rows = split_contexts(
+            load_contexts(config.data, require_gold=config.needs_reference),
+            config.data,
+            config.seed,
+        )
         generator = load_generator(config.generator)
 
         # ---- candidates (from the base generator, before any update)
@@ -181,9 +185,16 @@ def calibrate(config: CalibrationConfig, resume: bool = False) -> CalibrationRes
                 pm=config.scorer.run is not None,
                 oracle=config.data.source == "synthetic",
             )
-        examples = [encode_example(generator, row) for row in candidate_rows]
-        eval_examples = [
-            (generator.prompt_ids(r["context"]), generator.target_ids(r["gold"])) for r in eval_rows
+        try:
+            examples = [
+                encode_example(generator, row, config.loss.mle_target) for row in candidate_rows
+            ]
+        except ValueError as err:
+            raise ConfigError(f"{candidates_path}: {err}") from None
+        eval_examples = [  # the held-out gold NLL: contexts that have a reference reply
+            (generator.prompt_ids(r["context"]), generator.target_ids(r["gold"]))
+            for r in eval_rows
+            if r["gold"] is not None
         ]
         if len(examples) < config.optim.batch_size:
             raise ConfigError(

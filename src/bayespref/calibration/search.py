@@ -119,7 +119,9 @@ def build_candidates(config: CalibrationConfig) -> Path:
     several processes only the training file is searched (calibrate adds the held-out one).
     """
     seed_everything(config.seed)
-    train_rows, eval_rows = split_contexts(load_contexts(config.data), config.data, config.seed)
+    train_rows, eval_rows = split_contexts(
+        load_contexts(config.data, require_gold=config.needs_reference), config.data, config.seed
+    )
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         return _build_candidates_sharded(config, train_rows)
     with RunLock(config.run_dir):  # one writer: calibrate on the same run waits its turn
@@ -309,7 +311,9 @@ def rescore_candidates(config: CalibrationConfig, source: str | os.PathLike) -> 
     scorer_run = config.scorer.run
     if scorer_run is None:
         raise ConfigError("rescore_candidates needs scorer.run: a preference or reward model run")
-    train_rows, eval_rows = split_contexts(load_contexts(config.data), config.data, config.seed)
+    train_rows, eval_rows = split_contexts(
+        load_contexts(config.data, require_gold=config.needs_reference), config.data, config.seed
+    )
     scorers: list = []  # loaded once, on first use
 
     def scorer():

@@ -53,16 +53,18 @@ def sweep_config(
     variant changes the search: then ``<search folder>/<loss>.jsonl`` (:func:`search_folder`),
     re-scored from :func:`sweep_generation_config`'s search."""
     overrides = study.variant(row.variant).overrides
-    if row.loss in study.controls:  # the control at the variant's settings: no PM, no search
+    if row.loss in study.controls and row.pm is None:  # the control at the variant's settings
         data = apply_overrides(to_dict(control_config(study, task, row.loss)), overrides)
         data = apply_overrides(data, CONTROLS[row.loss])  # the control stays a control
         return from_dict(CalibrationConfig, {**data, "name": row.name}, f"rows[{row.name}]")
-    base = calibration_config(study, task, row.loss)
+    if row.loss in study.controls:  # a control on row.pm's ranking (e.g. SFT on its top pick)
+        overrides = [*overrides, *CONTROLS[row.loss]]  # the control stays a control
+    base = calibration_config(study, task, row.pm or row.loss)
     config = study_calibration_config(
         study, task, row.name, base.scorer.run, base.candidates_path, overrides
     )
     if config.candidate_search() != base.candidate_search():
-        cache = search_folder(study, task, config) / f"{row.loss}.jsonl"
+        cache = search_folder(study, task, config) / f"{row.pm or row.loss}.jsonl"
         config = dataclasses.replace(config, candidates=str(cache))
     return config
 

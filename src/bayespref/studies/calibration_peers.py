@@ -45,7 +45,12 @@ from ..generator_eval import GeneratorOutputs
 from ..judges import Judge
 from ..lm import GeneratorConfig, load_generator
 from .calibration_peer_configs import dpo_config, eval_candidates_config, eval_contexts_path
-from .calibration_study_config import CalibrationStudyConfig, TaskSpec, calibration_config
+from .calibration_study_config import (
+    CalibrationStudyConfig,
+    TaskSpec,
+    calibration_config,
+    split_row_name,
+)
 from .common import run_status, run_unless_done, sha256_file, sha256_json, write_json
 
 logger = logging.getLogger(__name__)
@@ -286,7 +291,7 @@ def evaluate_on_eval_candidates(
     if not spec.generator_ranking:
         return
     if not spec.rank_sweep_rows:  # the sweep rows and the controls at a variant's settings
-        rankers = {name: r for name, r in rankers.items() if "+" not in name}
+        rankers = {n: r for n, r in rankers.items() if split_row_name(n)[1] is None}
     references = {
         name: np.array([s[(r["id"], c["text"])] for r in rows for c in r["candidates"]])
         for name, s in {"judge": judge_scores, **pm_scores}.items()

@@ -15,7 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .calibration_study_config import CONTROL_TEXT, CalibrationStudyConfig
+from .calibration_study_config import (
+    CONTROL_TEXT,
+    CalibrationStudyConfig,
+    matched_control_name,
+)
 from .calibration_table import CONTROL
 from .common import format_interval, format_number, git_commit, is_finite, save_figure
 
@@ -360,10 +364,8 @@ def sweep_vs_setting_table(rows: list[dict]) -> list[str]:
 def _matched_control(row: dict) -> dict | None:
     """A PM-ranked sweep row against the control run at the same variant (``mle-only+epochs3``
     for ``soft+epochs3``): the budget-matched comparison, when the study has that row."""
-    if row["kind"] != "sweep":
-        return None
-    variant = row["name"].split("+", 1)[1]
-    return row["vs_controls"].get(f"{CONTROL}+{variant}")
+    matched = matched_control_name(CONTROL, row["name"]) if row["kind"] == "sweep" else None
+    return row["vs_controls"].get(matched) if matched else None
 
 
 def _ranking_verdict(verdict: dict, rows: list[dict], max_rise: float) -> str:
@@ -384,9 +386,8 @@ def _ranking_verdict(verdict: dict, rows: list[dict], max_rise: float) -> str:
     )
     matched = verdict.get("best_vs_matched_control")
     if matched:
-        variant = best.split("+", 1)[1]
         text += (
-            f" Against `{CONTROL}+{variant}`, the control at the same settings (the same "
+            f" Against `{matched_control_name(CONTROL, best)}`, the control at the same settings (the same "
             f"budget): {format_interval(matched)}"
             + (
                 " (the ranking adds utility there too)."

@@ -77,6 +77,7 @@ from .calibration_study_config import (
     generation_config,
     judge_run_name,
     pm_config,
+    split_row_name,
 )
 from .calibration_table import ranking_acceptance, table_rows
 from .common import (
@@ -153,7 +154,7 @@ def run_calibrations(
         if not row.runs_on(task.name):
             continue
         config = sweep_config(study, task, row)
-        if row.loss not in study.controls:  # a control row ranks nothing: no search
+        if row.loss not in study.controls or row.pm:  # a plain control ranks nothing
             search = sweep_generation_config(study, task, row)  # a variant with its own search
             rescore_candidates(config, build_candidates(search) if search else generated)
         count(run_calibration(config))
@@ -364,8 +365,8 @@ def evaluate_task(study: CalibrationStudyConfig, task: TaskSpec) -> dict:
         generated[name] = out
         if name in study.controls:
             control_outputs[name] = out
-        prefix = name.split("+", 1)[0]
-        if "+" in name and prefix in generated:
+        prefix, variant = split_row_name(name)
+        if variant is not None and prefix in generated:
             # a sweep row against its loss's (or control's) calibration at the study's
             # setting: what the variant changes, paired on the same contexts
             setting = generated[prefix]
@@ -399,7 +400,7 @@ def evaluate_task(study: CalibrationStudyConfig, task: TaskSpec) -> dict:
             continue
         if (report := evaluate(sweep_config(study, task, row), row.name)) is not None:
             if row.loss in study.controls:  # a control at the variant's settings
-                result["controls"][row.name] = {**report, "variant": row.variant}
+                result["controls"][row.name] = {**report, "variant": row.variant, "pm": row.pm}
                 control_outputs[row.name] = generated[row.name]
             else:
                 result["sweep"][row.name] = {**report, "pm": row.loss, "variant": row.variant}

@@ -100,8 +100,10 @@ class VariantSpec:
     overrides: list = field_help([], "calibration key=value overrides (loss.*, optim.*, ...)")
 
     def __post_init__(self):
-        if not self.name or "/" in self.name or "+" in self.name:
-            raise ConfigError(f"variants[].name must be plain (no / or +), got {self.name!r}")
+        if not self.name or "/" in self.name or ROW_SEPARATOR in self.name:
+            raise ConfigError(
+                f"variants[].name must be plain (no / or {ROW_SEPARATOR}), got {self.name!r}"
+            )
         for item in self.overrides:
             key = str(item).split("=", 1)[0].strip().lstrip("-")
             if key.split(".")[0] in FIXED_CALIBRATION_KEYS:
@@ -109,6 +111,24 @@ class VariantSpec:
                     f"variants[{self.name}]: {key} is fixed by the study (a variant may not change "
                     f"{', '.join(FIXED_CALIBRATION_KEYS)})"
                 )
+
+
+ROW_SEPARATOR = "+"  # a sweep row's name: <loss or control>+<variant>
+
+
+def split_row_name(name: str) -> tuple[str, str | None]:
+    """``(loss or control, variant)`` of a generator's name in the study: ``("soft",
+    "epochs3")`` for the sweep row ``soft+epochs3``, ``("soft", None)`` for a loss, a control
+    or a peer run at the study's own setting."""
+    loss, separator, variant = name.partition(ROW_SEPARATOR)
+    return loss, (variant if separator else None)
+
+
+def matched_control_name(control: str, name: str) -> str | None:
+    """The control at a sweep row's variant (``mle-only+epochs3`` for ``soft+epochs3``): the
+    same budget without the ranking; None for a generator at the study's own setting."""
+    _, variant = split_row_name(name)
+    return None if variant is None else f"{control}{ROW_SEPARATOR}{variant}"
 
 
 @dataclasses.dataclass
@@ -122,11 +142,17 @@ class SweepRowSpec:
     )
     variant: str = field_help("variant", "a variants[].name")
     tasks: list | None = field_help(None, "task names this row runs on (null: every task)")
+    pm: str | None = field_help(
+        None,
+        "a control row only: the loss whose preference model ranks the candidates the control "
+        "reads; needed when the variant trains on the top candidate (loss.mle_target="
+        "top-candidate): the control is then fine-tuning on that model's pick, ranking off",
+    )
 
     @property
     def name(self) -> str:
         """The row's folder and report name: ``<loss>+<variant>``."""
-        return f"{self.loss}+{self.variant}"
+        return f"{self.loss}{ROW_SEPARATOR}{self.variant}"
 
     def runs_on(self, task: str) -> bool:
         return self.tasks is None or task in self.tasks
@@ -271,15 +297,30 @@ class CalibrationStudyConfig:
             unknown = [t for t in row.tasks or [] if t not in task_names]
             if unknown:
                 raise ConfigError(f"rows: {row.name}: unknown tasks {unknown}; tasks: {task_names}")
+            if row.pm is not None and (row.loss not in self.controls or row.pm not in self.losses):
+                raise ConfigError(
+                    f"rows: {row.name}: pm is for a control row and must be one of the losses "
+                    f"{self.losses}, got {row.pm!r}"
+                )
         clash = {DPO_RUN, *self.controls} & {*self.losses, *rows}
         if clash:
             raise ConfigError(
                 f"{sorted(clash)}: a loss or row may not share a control's or dpo's name"
             )
+        top_candidate = set()
         for variant in self.variants:  # unknown keys and bad values: now, not after hours
             overrides = [*self.calibration, *variant.overrides]
             data = apply_overrides({"decoding": dict(self.decoding)}, overrides)
-            from_dict(CalibrationConfig, data, f"variants[{variant.name}]")
+            config = from_dict(CalibrationConfig, data, f"variants[{variant.name}]")
+            if config.loss.mle_target == "top-candidate":
+                top_candidate.add(variant.name)
+        for row in self.rows:
+            if row.loss in self.controls and row.variant in top_candidate and row.pm is None:
+                raise ConfigError(
+                    f"rows: {row.name}: variant {row.variant} trains on the top candidate "
+                    "(loss.mle_target=top-candidate): a control row needs pm, the loss whose "
+                    "preference model picks it"
+                )
 
     @property
     def study_dir(self) -> Path:

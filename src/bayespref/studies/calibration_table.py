@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from .calibration_study_config import matched_control_name
 from .common import is_finite
 
 CONTROL = "mle-only"
@@ -144,8 +145,8 @@ def ranking_acceptance(rows: list[dict], control: str = CONTROL) -> dict:
         "best_vs_control": best["vs_controls"][control],
         # the same control at the best row's variant, when the study ran it (same budget)
         "best_vs_matched_control": (
-            best["vs_controls"].get(f"{control}+{best['name'].split('+', 1)[1]}")
-            if "+" in best["name"]
+            best["vs_controls"].get(matched)
+            if (matched := matched_control_name(control, best["name"]))
             else None
         ),
         "best_perplexity_change": best["perplexity_change"],
