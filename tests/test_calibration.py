@@ -247,6 +247,46 @@ def test_encode_example_trains_on_the_reference_or_on_the_top_candidate():
         CalibrationLossConfig(mle_target="gold")
 
 
+def test_term_gradients_split_the_steps_gradient_into_its_mle_and_ranking_parts():
+    """Hand check: each term's gradient by backward apart, summed over the contexts; their
+    sum is the whole loss's gradient; nothing is left in .grad."""
+    model = _fixture_model("llama-tiny")
+    g = torch.Generator().manual_seed(3)
+    V = model.config.vocab_size
+
+    def seqs(*lengths):
+        return [torch.randint(3, V, (n,), generator=g).tolist() for n in lengths]
+
+    examples = [
+        EncodedExample(prompt=seqs(6)[0], gold=seqs(4)[0], candidates=seqs(5, 3, 4)),
+        EncodedExample(prompt=seqs(5)[0], gold=seqs(3)[0], candidates=seqs(2, 6, 4)),
+    ]
+    loss = CalibrationLossConfig(rank_weight=2.0, mle_weight=0.5, margin=0.05)
+    params = [p for n, p in model.named_parameters() if "q_proj" in n]
+
+    def by_backward(term: str) -> torch.Tensor:
+        model.zero_grad(set_to_none=True)
+        total = sum(example_loss(model, ex, loss, pad_token_id=2)[term] for ex in examples)
+        total.backward()
+        grad = torch.cat([p.grad.flatten().double() for p in params])
+        model.zero_grad(set_to_none=True)
+        return grad
+
+    g_mle, g_rank, g_all = 0.5 * by_backward("mle"), 2.0 * by_backward("rank"), by_backward("loss")
+    torch.testing.assert_close(g_mle + g_rank, g_all, rtol=1e-4, atol=1e-5)  # float32 sums
+    split = calibration.term_gradients(model, examples, loss, params, pad_token_id=2)
+    assert all(p.grad is None for p in model.parameters())
+    assert split["grad_norm_mle"] == pytest.approx(float(g_mle.norm()), rel=1e-5)
+    assert split["grad_norm_rank"] == pytest.approx(float(g_rank.norm()), rel=1e-5)
+    cosine = float(g_rank @ g_mle / (g_rank.norm() * g_mle.norm()))
+    assert split["grad_cos_rank_mle"] == pytest.approx(cosine, rel=1e-4, abs=1e-6)
+    assert split["grad_norm_rank"] > 0
+    with pytest.raises(ValueError, match="rank_weight > 0"):
+        calibration.term_gradients(
+            model, examples, CalibrationLossConfig(rank_weight=0.0), params, pad_token_id=2
+        )
+
+
 @pytest.mark.parametrize("shared", [True, False])
 def test_continuation_logprobs_match_a_plain_full_sequence_forward(shared):
     """Independent check of what both paths compute: log p(y_t | context, y_<t)."""

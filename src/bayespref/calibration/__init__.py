@@ -47,6 +47,7 @@ from .forward import (
     encode_example,
     example_loss,
     pooled_gold_nll,
+    term_gradients,
 )
 from .losses import (
     calibration_loss,
@@ -88,6 +89,7 @@ __all__ = [
     "continuation_logprobs",
     "dedupe_and_rank",
     "encode_example",
+    "term_gradients",
     "example_loss",
     "generator_ranking_accuracy",
     "gold_margin_loss",

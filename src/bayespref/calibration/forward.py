@@ -194,3 +194,50 @@ def pooled_gold_nll(
         return None
     sums, counts = gold_nll(model, examples, pad_token_id)
     return float(sums.sum() / counts.sum())
+
+
+def term_gradients(
+    model: torch.nn.Module,
+    examples: Sequence[EncodedExample],
+    loss: CalibrationLossConfig,
+    params: Sequence[torch.nn.Parameter],
+    pad_token_id: int,
+    forward: str = "shared-context",
+) -> dict[str, float]:
+    """Where the calibration gradient goes: the MLE and ranking terms' gradients apart.
+
+    ``g_mle = d(sum_x w_mle * NLL_x(gold)) / d params`` and
+    ``g_rank = d(sum_x w_rank * L_rank,x) / d params`` over ``examples`` (each weighted as
+    in the loss, so ``g_mle + g_rank`` is the step's gradient without the gold term), with
+    ``torch.autograd.grad``: nothing accumulates in ``.grad``.
+
+    Returns ``{"grad_norm_mle": ||g_mle||, "grad_norm_rank": ||g_rank||,
+    "grad_cos_rank_mle": cos(g_rank, g_mle)}`` (the cosine NaN when a gradient is zero).
+    Raises ValueError when ``loss.rank_weight`` is 0 (no ranking term to measure).
+    """
+    if loss.rank_weight <= 0:
+        raise ValueError("term_gradients needs loss.rank_weight > 0")
+    params = list(params)
+    totals = {name: [torch.zeros_like(p) for p in params] for name in ("mle", "rank")}
+    weights = {"mle": loss.mle_weight, "rank": loss.rank_weight}
+    for example in examples:
+        terms = example_loss(model, example, loss, pad_token_id, forward)
+        for name, weight in weights.items():
+            grads = torch.autograd.grad(
+                weight * terms[name], params, retain_graph=name == "mle", allow_unused=True
+            )
+            for total, grad in zip(totals[name], grads, strict=True):
+                if grad is not None:
+                    total += grad
+    flat = {name: torch.cat([g.flatten().double() for g in gs]) for name, gs in totals.items()}
+    mle_norm, rank_norm = flat["mle"].norm(), flat["rank"].norm()
+    cosine = (
+        float(flat["rank"] @ flat["mle"] / (mle_norm * rank_norm))
+        if mle_norm > 0 and rank_norm > 0
+        else float("nan")
+    )
+    return {
+        "grad_norm_mle": float(mle_norm),
+        "grad_norm_rank": float(rank_norm),
+        "grad_cos_rank_mle": cosine,
+    }
