@@ -351,11 +351,15 @@ def test_the_sweep_file_is_the_study_plus_its_rows():
     variants, rows = sweep.pop("variants"), sweep.pop("rows")
     assert sweep == study  # the same study folder: every finished step is reused
     config = load_calibration_study(SWEEP)
-    # one soft row per variant, plus the control rows at epochs3, topcand and topcand3
-    assert len(config.rows) == len(rows) == len(variants) + 3 == 15
+    # one soft row per variant, the control rows at epochs3, topcand and topcand3, and the
+    # other four losses at epochs3
+    assert len(config.rows) == len(rows) == len(variants) + 3 + 4 == 19
     assert [t.name for t in config.tasks] == ["synthetic"]
     assert all(row.runs_on("synthetic") for row in config.rows)
-    controls = [r for r in config.rows if r.loss != "soft"]
+    others = [r for r in config.rows if r.loss in config.losses and r.loss != "soft"]
+    assert {r.loss for r in others} == set(config.losses) - {"soft"}
+    assert {r.variant for r in others} == {"epochs3"}
+    controls = [r for r in config.rows if r.loss not in config.losses]
     assert [r.name for r in controls] == [
         "mle-only+epochs3",
         "mle-only+topcand",
