@@ -423,9 +423,17 @@ def test_candidate_source_rows_get_their_own_search():
     assert search is not None and search.source == "samples" and search.scorer.run is None
 
 
-def test_the_shipped_calibration_is_the_studys_recipe():
+@pytest.mark.parametrize(
+    ("shipped_file", "row_name"),
+    [
+        ("calibrate-synthetic.yaml", "soft+epochs3"),
+        ("calibrate-without-references.yaml", "soft+topcand3"),
+    ],
+)
+def test_the_shipped_calibration_is_the_studys_recipe(shipped_file, row_name):
     """configs/calibrate-synthetic.yaml is the sweep's best measured PM-ranked recipe (its
-    soft+epochs3 row) and ranks with configs/synthetic-indist.yaml, the study's soft PM
+    soft+epochs3 row), calibrate-without-references.yaml its best without reference replies
+    (soft+topcand3), both ranking with configs/synthetic-indist.yaml, the study's soft PM
     settings: only the paths and the name differ."""
     from bayespref.calibration import CalibrationConfig
     from bayespref.config import load_config, load_yaml, to_dict
@@ -445,8 +453,8 @@ def test_the_shipped_calibration_is_the_studys_recipe():
 
     study = load_calibration_study(SWEEP)
     task = study.tasks[0]
-    shipped = load_yaml(CalibrationConfig, REPO / "configs" / "calibrate-synthetic.yaml")
-    row = sweep_config(study, task, next(r for r in study.rows if r.name == "soft+epochs3"))
+    shipped = load_yaml(CalibrationConfig, REPO / "configs" / shipped_file)
+    row = sweep_config(study, task, next(r for r in study.rows if r.name == row_name))
     paths = {"name", "output_dir", "progress", "candidates", "scorer.run"}
     assert differing(shipped, row) <= paths
     assert shipped.scorer.run == "runs/synthetic-indist"
