@@ -40,7 +40,8 @@ class ContextsConfig:
 
     source: str = field_help(
         "synthetic",
-        "synthetic (make_synthetic_contexts) | jsonl ({id, context, gold} rows) | convabuse "
+        "synthetic (make_synthetic_contexts) | jsonl ({id, context, gold} rows; gold may be left "
+        "out with loss.mle_target=top-candidate) | convabuse "
         "(split CSV: context up to the agent's turn, gold = the real user turn, kept only where "
         "the annotators' majority found no abuse)",
     )
