@@ -89,7 +89,6 @@ __all__ = [
     "continuation_logprobs",
     "dedupe_and_rank",
     "encode_example",
-    "term_gradients",
     "example_loss",
     "generator_ranking_accuracy",
     "gold_margin_loss",
@@ -105,6 +104,7 @@ __all__ = [
     "save_generator",
     "sequence_scores",
     "split_contexts",
+    "term_gradients",
     "token_nll",
     "write_held_out_candidates",
 ]

@@ -59,12 +59,13 @@ def sweep_config(
         return from_dict(CalibrationConfig, {**data, "name": row.name}, f"rows[{row.name}]")
     if row.loss in study.controls:  # a control on row.pm's ranking (e.g. SFT on its top pick)
         overrides = [*overrides, *CONTROLS[row.loss]]  # the control stays a control
-    base = calibration_config(study, task, row.pm or row.loss)
+    ranker = row.pm or row.loss  # the loss whose preference model ranked the candidates
+    base = calibration_config(study, task, ranker)
     config = study_calibration_config(
         study, task, row.name, base.scorer.run, base.candidates_path, overrides
     )
     if config.candidate_search() != base.candidate_search():
-        cache = search_folder(study, task, config) / f"{row.pm or row.loss}.jsonl"
+        cache = search_folder(study, task, config) / f"{ranker}.jsonl"
         config = dataclasses.replace(config, candidates=str(cache))
     return config
 
